@@ -1,0 +1,30 @@
+# The review tool: `make run` to use it, `make test` to check it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-sqlite test-postgres test-redis bench screenshots clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) manage.py bootstrap
+	$(PY) manage.py serve
+
+test: install
+	$(PY) scripts/run_tests.py
+
+bench: install
+	$(PY) -m bench
+
+screenshots: install
+	$(PY) -m pytest tests/e2e -m e2e --screenshots-dir docs -q
+
+clean:
+	rm -rf var staticfiles

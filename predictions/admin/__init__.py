@@ -1,0 +1,3 @@
+"""Admin for the predictions app, one module per area."""
+
+from . import exports, jobs, model_versions, reviews, tokens  # noqa: F401

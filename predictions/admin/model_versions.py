@@ -1,0 +1,1 @@
+"""Admin: model_versions."""

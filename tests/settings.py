@@ -1,0 +1,21 @@
+"""Test settings: the project's settings with media, weights and local state in a temp folder.
+
+The paths are set through the environment before the project's settings are
+read, so subprocesses started by the integration tests (a real qcluster, a
+live server) see the same folders.
+"""
+
+import os
+import tempfile
+
+_root = os.environ.setdefault("REVIEWTOOL_TEST_ROOT", tempfile.mkdtemp(prefix="reviewtool-test-"))
+os.environ.setdefault("MEDIA_ROOT", os.path.join(_root, "media"))
+os.environ.setdefault("WEIGHTS_DIR", os.path.join(_root, "weights"))
+os.environ.setdefault("REVIEWTOOL_VAR_DIR", os.path.join(_root, "var"))
+
+from reviewtool.settings import *  # noqa: E402,F403
+
+# Unit tests run tasks inline (django-q2's sync mode); the integration tests
+# start a real qcluster with its own settings.
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
