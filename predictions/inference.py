@@ -1,0 +1,96 @@
+"""The per-process predictor cache.
+
+A worker (or the web process serving the JSON endpoint) loads the checkpoint of
+a model version once and keeps the ``ml.predictor.Predictor`` for every later
+call. ``ml`` is imported inside the functions: importing this module never
+imports torch, so the admin and the qcluster parent can import it freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from ml.predictor import Predictor
+
+    from predictions.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+# model version id -> Predictor. Holds one entry: loading a new version drops
+# the old one, so a long-lived process does not keep every model it ever used.
+_predictors: dict[int, Predictor] = {}
+_load_count = 0
+
+
+def checkpoint_overrides(model_version: ModelVersion) -> dict:
+    """The metadata recorded on the row; it wins over what the checkpoint file says."""
+    overrides = {
+        "arch": model_version.arch,
+        "class_names": list(model_version.class_names),
+        "input_size": model_version.input_size,
+    }
+    # Empty mean/std on the row means "whatever the checkpoint recorded".
+    if model_version.mean:
+        overrides["mean"] = list(model_version.mean)
+    if model_version.std:
+        overrides["std"] = list(model_version.std)
+    return overrides
+
+
+def get_predictor(model_version: ModelVersion) -> Predictor:
+    """The predictor for ``model_version``, loaded on first use in this process."""
+    predictor = _predictors.get(model_version.pk)
+    if predictor is not None:
+        return predictor
+    with _lock:
+        # Another thread may have loaded it while this one waited for the lock.
+        predictor = _predictors.get(model_version.pk)
+        if predictor is None:
+            predictor = _load(model_version)
+            _predictors.clear()
+            _predictors[model_version.pk] = predictor
+        return predictor
+
+
+def _load(model_version: ModelVersion) -> Predictor:
+    global _load_count
+    import torch
+
+    from ml.predictor import Predictor
+
+    if settings.INFERENCE_THREADS > 0:
+        torch.set_num_threads(settings.INFERENCE_THREADS)
+    with model_version.checkpoint.open("rb") as checkpoint:
+        predictor = Predictor.from_checkpoint(
+            checkpoint,
+            overrides=checkpoint_overrides(model_version),
+            device=settings.INFERENCE_DEVICE,
+            precision=settings.INFERENCE_PRECISION,
+            batch_size=settings.INFERENCE_BATCH_SIZE,
+        )
+    _load_count += 1
+    logger.info(
+        "Loaded model version %s (%s) on %s, precision %s",
+        model_version.pk,
+        model_version.name,
+        predictor.device,
+        predictor.precision,
+    )
+    return predictor
+
+
+def load_count() -> int:
+    """How many checkpoints this process has loaded (tests and benchmarks check the cache with it)."""
+    return _load_count
+
+
+def clear_cache() -> None:
+    """Forget the loaded predictors (tests; a replaced checkpoint file)."""
+    with _lock:
+        _predictors.clear()

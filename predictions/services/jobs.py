@@ -1,0 +1,362 @@
+"""Prediction jobs: queue images for the model, and run one chunk of them in a worker.
+
+``enqueue_predictions`` records a PredictionJob and, once the caller's
+transaction commits, queues one ``predictions.tasks.predict_chunk`` task per
+chunk of image ids. ``predict_chunk_run`` is what a worker does with a chunk:
+it is idempotent (a redelivered chunk only fills what is missing and counts
+nothing twice), so the broker may deliver a chunk more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest, Least
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from images.models import Image, UploadBatch
+from predictions.models import Label, ModelVersion, Prediction, PredictionFailure, PredictionJob
+
+logger = logging.getLogger(__name__)
+
+# Keeps `pk IN (...)` lists well below every database's parameter limit.
+_ID_QUERY_BATCH = 500
+MISSING_FILE = "missing file"
+
+
+def active_model_version() -> ModelVersion | None:
+    """The version new images are predicted with: active and validated."""
+    return ModelVersion.objects.filter(is_active=True, validation_status=ModelVersion.Validation.VALID).first()
+
+
+def _batched(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _ids_lacking_prediction(*, model_version: ModelVersion, image_ids: Iterable[int]) -> list[int]:
+    """The existing images among ``image_ids`` without a prediction from ``model_version``, in id order."""
+    unique_ids = sorted(set(image_ids))
+    missing: list[int] = []
+    for ids in _batched(unique_ids, _ID_QUERY_BATCH):
+        missing.extend(
+            Image.objects.filter(pk__in=ids)
+            .exclude(predictions__model_version=model_version)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    return missing
+
+
+def _job_create_and_queue(
+    *,
+    model_version: ModelVersion,
+    image_ids: list[int],
+    batch: UploadBatch | None,
+    reason: str,
+    user,
+) -> PredictionJob:
+    job = PredictionJob.objects.create(
+        model_version=model_version,
+        batch=batch,
+        reason=reason,
+        total=len(image_ids),
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    chunks = [list(ids) for ids in _batched(image_ids, max(1, settings.PREDICTION_CHUNK_SIZE))]
+
+    def queue_chunks() -> None:
+        for number, chunk_ids in enumerate(chunks, start=1):
+            async_task(
+                "predictions.tasks.predict_chunk",
+                job.pk,
+                chunk_ids,
+                task_name=f"predict job {job.pk} chunk {number}/{len(chunks)}",
+                group=f"prediction-job-{job.pk}",
+                hook="predictions.tasks.predict_chunk_hook",
+            )
+
+    # The worker must find the job and the images committed.
+    transaction.on_commit(queue_chunks)
+    logger.info(
+        "Prediction job %s (%s): %d images with %s in %d chunks",
+        job.pk, reason, job.total, model_version, len(chunks),
+    )
+    return job
+
+
+@transaction.atomic
+def enqueue_predictions(
+    *,
+    image_ids: Iterable[int],
+    model_version: ModelVersion | None = None,
+    batch: UploadBatch | None = None,
+    reason: str,
+    user=None,
+) -> PredictionJob | None:
+    """Queue the images that still lack a prediction from ``model_version`` (default: the active one).
+
+    Returns None when nothing is queued: there is no active, validated model
+    version (logged as a warning), or every image already has a prediction.
+    """
+    model_version = model_version or active_model_version()
+    if model_version is None or model_version.validation_status != ModelVersion.Validation.VALID:
+        logger.warning(
+            "Not predicting %s: %s",
+            reason or "images",
+            "no active validated model version" if model_version is None else f"{model_version} is not validated",
+        )
+        return None
+    missing = _ids_lacking_prediction(model_version=model_version, image_ids=image_ids)
+    if not missing:
+        return None
+    return _job_create_and_queue(model_version=model_version, image_ids=missing, batch=batch, reason=reason, user=user)
+
+
+@transaction.atomic
+def retry_failed_predictions(
+    *, image_ids: Iterable[int] | None = None, batch: UploadBatch | None = None, user=None
+) -> PredictionJob | None:
+    """Forget the recorded failures of the active version (all, or those of some images or one batch) and queue them again."""
+    model_version = active_model_version()
+    if model_version is None:
+        logger.warning("Not retrying failed predictions: no active validated model version")
+        return None
+    failures = PredictionFailure.objects.filter(model_version=model_version)
+    if batch is not None:
+        failures = failures.filter(image__batch=batch)
+    if image_ids is not None:
+        wanted = set(image_ids)
+        failed_ids = [pk for pk in failures.values_list("image_id", flat=True) if pk in wanted]
+    else:
+        failed_ids = list(failures.values_list("image_id", flat=True))
+    if not failed_ids:
+        return None
+    for ids in _batched(failed_ids, _ID_QUERY_BATCH):
+        PredictionFailure.objects.filter(model_version=model_version, image_id__in=ids).delete()
+    return enqueue_predictions(
+        image_ids=failed_ids, model_version=model_version, batch=batch, reason="retry", user=user
+    )
+
+
+@transaction.atomic
+def predict_missing(*, model_version: ModelVersion, user=None, reason: str) -> PredictionJob | None:
+    """Queue every image without a prediction from ``model_version`` (activation).
+
+    Images with a recorded failure for this version are left out: they have an
+    outcome, and ``retry_failed_predictions`` is the way to try them again.
+    """
+    missing = list(
+        Image.objects.exclude(predictions__model_version=model_version)
+        .exclude(prediction_failures__model_version=model_version)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not missing:
+        return None
+    return _job_create_and_queue(model_version=model_version, image_ids=missing, batch=None, reason=reason, user=user)
+
+
+# --- the worker side ---------------------------------------------------------------
+
+
+@dataclass
+class _ChunkOutcome:
+    predictions: dict[int, object] = field(default_factory=dict)  # image id -> ml.predictor.Prediction
+    failures: dict[int, str] = field(default_factory=dict)  # image id -> message
+    inference_ms: float | None = None
+
+
+def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOutcome:
+    """Decode and predict ``images``; every image ends up in predictions or failures."""
+    from ml.decode import ImageDecodeError
+
+    from predictions.inference import get_predictor
+
+    outcome = _ChunkOutcome()
+    predictor = get_predictor(model_version)
+    fed: list[tuple[Image, object]] = []
+
+    def sources() -> Iterator[tuple[str, object]]:
+        # Runs ahead of the results (decode overlaps inference), so files are
+        # opened lazily and closed as each result comes back. No database
+        # access here: the predictor may pull from another thread.
+        for image in images:
+            try:
+                handle = image.file.storage.open(image.file.name, "rb")
+            except (FileNotFoundError, OSError, ValueError):
+                outcome.failures[image.pk] = f"{image.original_name}: {MISSING_FILE}"
+                continue
+            fed.append((image, handle))
+            yield image.original_name, handle
+
+    started = time.perf_counter()
+    results = 0
+    try:
+        for index, (_name, result) in enumerate(
+            predictor.predict_sources(sources(), max_pixels=settings.IMAGE_MAX_PIXELS)
+        ):
+            image, handle = fed[index]
+            handle.close()
+            results += 1
+            if isinstance(result, ImageDecodeError):
+                outcome.failures[image.pk] = str(result)
+            else:
+                outcome.predictions[image.pk] = result
+    finally:
+        for _image, handle in fed:
+            handle.close()
+    if results:
+        outcome.inference_ms = (time.perf_counter() - started) * 1000 / results
+    return outcome
+
+
+def _labels_for(class_names: Iterable[str], cache: dict[str, Label]) -> dict[str, Label]:
+    for order, name in enumerate(class_names):
+        if name not in cache:
+            cache[name], _created = Label.objects.get_or_create(name=name, defaults={"order": order})
+    return cache
+
+
+def predict_chunk_run(*, job_id: int, image_ids: Sequence[int]) -> dict:
+    """Predict the images of one chunk of a job and record the outcome of each.
+
+    Inference runs outside any transaction (it is slow, and SQLite would hold
+    its write lock). The writes and the job's counters then commit together,
+    with the job row locked, so a chunk delivered twice counts each image once.
+    """
+    job = PredictionJob.objects.select_related("model_version").filter(pk=job_id).first()
+    if job is None:
+        logger.warning("Prediction job %s no longer exists; chunk skipped", job_id)
+        return {"job": job_id, "skipped": "job deleted"}
+    model_version = job.model_version
+    PredictionJob.objects.filter(pk=job.pk, status=PredictionJob.Status.QUEUED).update(
+        status=PredictionJob.Status.RUNNING, started_at=timezone.now()
+    )
+
+    todo = list(
+        Image.objects.filter(pk__in=image_ids)
+        .exclude(predictions__model_version=model_version)
+        .only("pk", "file", "original_name")
+        .order_by("pk")
+    )
+    outcome = _run_model(model_version=model_version, images=todo) if todo else _ChunkOutcome()
+    counts = _chunk_record(job=job, image_ids=image_ids, outcome=outcome)
+    logger.info("Prediction job %s: chunk of %d images: %s", job.pk, len(image_ids), counts)
+    return {"job": job.pk, **counts}
+
+
+@transaction.atomic
+def _chunk_record(*, job: PredictionJob, image_ids: Sequence[int], outcome: _ChunkOutcome) -> dict:
+    # Serialises the chunks of one job (a no-op on SQLite, whose immediate
+    # transactions are serialised already).
+    PredictionJob.objects.select_for_update().filter(pk=job.pk).first()
+    model_version = job.model_version
+    existing_ids = set(Image.objects.filter(pk__in=image_ids).values_list("pk", flat=True))
+    prior_prediction_job = dict(
+        Prediction.objects.filter(model_version=model_version, image_id__in=existing_ids).values_list(
+            "image_id", "job_id"
+        )
+    )
+    prior_failure_job = dict(
+        PredictionFailure.objects.filter(model_version=model_version, image_id__in=existing_ids).values_list(
+            "image_id", "job_id"
+        )
+    )
+    # The chunk's outcome commits in one transaction, so if any of its images
+    # already carries this job's mark, this is a redelivery of a chunk that was
+    # counted before.
+    seen_before = job.pk in prior_prediction_job.values() or job.pk in prior_failure_job.values()
+
+    now = timezone.now()
+    labels: dict[str, Label] = {}
+    new_predictions: list[Prediction] = []
+    new_failures: list[PredictionFailure] = []
+    done = failed = 0
+    for image_id in sorted(existing_ids):
+        failed_here_before = prior_failure_job.get(image_id) == job.pk
+        if image_id in prior_prediction_job:
+            # Predicted already: by this job's earlier delivery, or by another
+            # job (an overlapping upload and activation). Either way it is done.
+            if prior_prediction_job[image_id] != job.pk and not seen_before:
+                done += 1
+            continue
+        if image_id in outcome.predictions:
+            result = outcome.predictions[image_id]
+            label = _labels_for(result.class_names, labels)[result.label]
+            new_predictions.append(
+                Prediction(
+                    image_id=image_id,
+                    model_version=model_version,
+                    label=label,
+                    confidence=float(result.confidence),
+                    margin=float(result.margin),
+                    probabilities=[round(float(p), 6) for p in result.probabilities],
+                    inference_ms=outcome.inference_ms,
+                    job=job,
+                    created_at=now,
+                )
+            )
+            done += 1
+            if failed_here_before:
+                failed -= 1
+        elif image_id in outcome.failures:
+            new_failures.append(
+                PredictionFailure(
+                    image_id=image_id,
+                    model_version=model_version,
+                    job=job,
+                    message=outcome.failures[image_id],
+                    created_at=now,
+                )
+            )
+            if not failed_here_before:
+                failed += 1
+
+    Prediction.objects.bulk_create(
+        new_predictions,
+        update_conflicts=True,
+        unique_fields=["image", "model_version"],
+        update_fields=["label", "confidence", "margin", "probabilities", "inference_ms", "job", "created_at"],
+    )
+    if new_predictions:
+        PredictionFailure.objects.filter(
+            model_version=model_version, image_id__in=[p.image_id for p in new_predictions]
+        ).delete()
+    PredictionFailure.objects.bulk_create(
+        new_failures,
+        update_conflicts=True,
+        unique_fields=["image", "model_version"],
+        update_fields=["job", "message", "created_at"],
+    )
+
+    # Images deleted since the job was queued can never be done: take them off the total.
+    vanished = 0 if seen_before else len(set(image_ids) - existing_ids)
+    if done or failed or vanished:
+        PredictionJob.objects.filter(pk=job.pk).update(
+            total=Greatest(F("total") - vanished, 0),
+            # Capped, so a counter can never run past the total.
+            done=Least(F("done") + done, Greatest(F("total") - vanished, 0)),
+            failed=Greatest(F("failed") + failed, 0),
+        )
+    PredictionJob.objects.filter(
+        pk=job.pk,
+        status__in=[PredictionJob.Status.QUEUED, PredictionJob.Status.RUNNING],
+        total__lte=F("done") + F("failed"),
+    ).update(status=PredictionJob.Status.DONE, finished_at=timezone.now())
+    return {"predicted": len(new_predictions), "failed": len(new_failures), "vanished": vanished}
+
+
+def predict_chunk_failed(*, job_id: int, error: str) -> None:
+    """A chunk task raised (a checkpoint that cannot load, a database error): show it on the job."""
+    message = error.strip().splitlines()[0] if error and error.strip() else "chunk task failed"
+    PredictionJob.objects.filter(pk=job_id).exclude(status=PredictionJob.Status.DONE).update(
+        status=PredictionJob.Status.FAILED, error=message[:2000], finished_at=timezone.now()
+    )
