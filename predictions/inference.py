@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-# model version id -> Predictor. Holds one entry: loading a new version drops
-# the old one, so a long-lived process does not keep every model it ever used.
-_predictors: dict[int, Predictor] = {}
+# (model version id, checkpoint file name) -> Predictor. Holds one entry:
+# loading a new version drops the old one, so a long-lived process does not
+# keep every model it ever used.
+_predictors: dict[tuple[int, str], Predictor] = {}
 _load_count = 0
 
 
@@ -45,27 +46,24 @@ def checkpoint_overrides(model_version: ModelVersion) -> dict:
 
 def get_predictor(model_version: ModelVersion) -> Predictor:
     """The predictor for ``model_version``, loaded on first use in this process."""
-    predictor = _predictors.get(model_version.pk)
+    key = (model_version.pk, model_version.checkpoint.name)
+    predictor = _predictors.get(key)
     if predictor is not None:
         return predictor
     with _lock:
         # Another thread may have loaded it while this one waited for the lock.
-        predictor = _predictors.get(model_version.pk)
+        predictor = _predictors.get(key)
         if predictor is None:
             predictor = _load(model_version)
             _predictors.clear()
-            _predictors[model_version.pk] = predictor
+            _predictors[key] = predictor
         return predictor
 
 
 def _load(model_version: ModelVersion) -> Predictor:
     global _load_count
-    import torch
-
     from ml.predictor import Predictor
 
-    if settings.INFERENCE_THREADS > 0:
-        torch.set_num_threads(settings.INFERENCE_THREADS)
     with model_version.checkpoint.open("rb") as checkpoint:
         predictor = Predictor.from_checkpoint(
             checkpoint,
@@ -73,6 +71,8 @@ def _load(model_version: ModelVersion) -> Predictor:
             device=settings.INFERENCE_DEVICE,
             precision=settings.INFERENCE_PRECISION,
             batch_size=settings.INFERENCE_BATCH_SIZE,
+            # Process-wide in torch; 0 keeps torch's default.
+            num_threads=settings.INFERENCE_THREADS or None,
         )
     _load_count += 1
     logger.info(
