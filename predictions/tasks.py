@@ -18,3 +18,31 @@ def predict_chunk_hook(task) -> None:
     if task.success:
         return
     predict_chunk_failed(job_id=task.args[0], error=str(task.result))
+
+
+def validate_model_version(version_id: int) -> str:
+    """Load a registered checkpoint and record VALID or INVALID on the version (predictions.services.model_versions)."""
+    from predictions.services.model_versions import model_version_validate
+
+    return model_version_validate(version_id=version_id).validation_status
+
+
+def train_model_version(training_job_id: int) -> int | None:
+    """Fine-tune a new model version from reviewed labels (predictions.services.training); its id."""
+    from predictions.services.training import training_run
+
+    return training_run(job_id=training_job_id)
+
+
+def export_csv(job_id: int) -> None:
+    """Write a large label CSV export (predictions.services.exports)."""
+    from predictions.services.exports import labels_csv_write
+
+    labels_csv_write(job_id=job_id)
+
+
+def export_training_zip(job_id: int) -> None:
+    """Write a training-set zip, one folder per label (predictions.services.exports)."""
+    from predictions.services.exports import training_zip_write
+
+    training_zip_write(job_id=job_id)
