@@ -1,1 +1,96 @@
-"""Admin: jobs."""
+"""Admin: prediction jobs, predictions and prediction failures.
+
+All three are records written by the pipeline, so they are read-only here; the
+one thing a user does with them is queue the failed images again.
+"""
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+from django.utils.translation import ngettext
+
+from predictions.models import Prediction, PredictionFailure, PredictionJob
+from predictions.services.jobs import retry_failed_predictions
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the pipeline writes: viewable, never added or edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_retry_permission(self, request):
+        # Retrying queues a new prediction job.
+        return request.user.has_perm("predictions.add_predictionjob")
+
+
+def _retry(request, image_ids) -> None:
+    job = retry_failed_predictions(image_ids=image_ids, user=request.user)
+    if job is None:
+        messages.warning(request, "Nothing was queued: no recorded failures of the active model version among them.")
+    else:
+        messages.success(
+            request, ngettext("Queued %d image again.", "Queued %d images again.", job.total) % job.total
+        )
+
+
+@admin.action(description="Retry the failed images of the selected jobs", permissions=["retry"])
+def retry_failed_images_of_jobs(modeladmin, request, queryset):
+    _retry(request, PredictionFailure.objects.filter(job__in=queryset).values_list("image_id", flat=True))
+
+
+@admin.action(description="Retry the selected failed images", permissions=["retry"])
+def retry_selected_failures(modeladmin, request, queryset):
+    _retry(request, queryset.values_list("image_id", flat=True))
+
+
+@admin.register(PredictionJob)
+class PredictionJobAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "model_version", "reason", "status", "progress", "batch", "created_by", "created_at", "finished_at"]
+    list_filter = ["status", "reason", "model_version", "created_at"]
+    list_select_related = ["model_version", "batch", "created_by"]
+    date_hierarchy = "created_at"
+    actions = [retry_failed_images_of_jobs]
+    fields = [
+        "model_version", "batch", "reason", "status", "progress", "error",
+        "created_by", "created_at", "started_at", "finished_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="progress")
+    def progress(self, job: PredictionJob) -> str:
+        settled = job.done + job.failed
+        failed = format_html(" ({} failed)", job.failed) if job.failed else ""
+        return format_html(
+            '<progress value="{}" max="{}" style="width: 6em; vertical-align: middle;"></progress> {} / {}{}',
+            settled, job.total or 1, job.done, job.total, failed,
+        )
+
+
+@admin.register(Prediction)
+class PredictionAdmin(ReadOnlyAdmin):
+    list_display = ["image", "model_version", "label", "confidence_percent", "margin", "job", "created_at"]
+    list_filter = ["model_version", "label"]
+    list_select_related = ["image", "model_version", "label", "job__model_version"]
+    search_fields = ["image__original_name", "=image__sha256"]
+    # Counting a large table on every changelist page costs more than it tells.
+    show_full_result_count = False
+    fields = ["image", "model_version", "label", "confidence", "margin", "probabilities", "inference_ms", "job", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="confidence", ordering="confidence")
+    def confidence_percent(self, prediction: Prediction) -> str:
+        return f"{prediction.confidence:.1%}"
+
+
+@admin.register(PredictionFailure)
+class PredictionFailureAdmin(ReadOnlyAdmin):
+    list_display = ["image", "model_version", "message", "job", "created_at"]
+    list_filter = ["model_version"]
+    list_select_related = ["image", "model_version", "job__model_version"]
+    search_fields = ["image__original_name", "=image__sha256", "message"]
+    actions = [retry_selected_failures]
+    fields = ["image", "model_version", "job", "message", "created_at"]
+    readonly_fields = fields

@@ -356,7 +356,8 @@ def _chunk_record(*, job: PredictionJob, image_ids: Sequence[int], outcome: _Chu
 
 def predict_chunk_failed(*, job_id: int, error: str) -> None:
     """A chunk task raised (a checkpoint that cannot load, a database error): show it on the job."""
-    message = error.strip().splitlines()[0] if error and error.strip() else "chunk task failed"
+    # django-q2 stores "<exception> : <traceback>"; the job shows the exception.
+    message = (error or "").split(" : Traceback", 1)[0].strip() or "chunk task failed"
     PredictionJob.objects.filter(pk=job_id).exclude(status=PredictionJob.Status.DONE).update(
         status=PredictionJob.Status.FAILED, error=message[:2000], finished_at=timezone.now()
     )

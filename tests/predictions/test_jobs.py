@@ -261,22 +261,6 @@ def test_predict_missing_queues_only_images_without_a_prediction_or_failure(
     assert [call.args for call in queued_tasks] == [(job.pk, [missing[0].pk, missing[1].pk])]
 
 
-def test_a_chunk_task_that_raises_marks_its_job_failed(image_factory, active_model_version, queued_tasks):
-    from predictions.models import PredictionJob
-    from predictions.services.jobs import enqueue_predictions
-    from predictions.tasks import predict_chunk_hook
-
-    job = enqueue_predictions(image_ids=[image_factory().pk], reason="upload")
-    predict_chunk_hook(SimpleNamespace(success=True, args=(job.pk, []), result={}))
-    job.refresh_from_db()
-    assert job.status == PredictionJob.Status.QUEUED
-
-    predict_chunk_hook(SimpleNamespace(success=False, args=(job.pk, []), result="CheckpointError: bad head\nTraceback..."))
-    job.refresh_from_db()
-    assert job.status == PredictionJob.Status.FAILED
-    assert job.error == "CheckpointError: bad head"
-
-
 def test_the_predictor_is_loaded_once_per_version(model_version_factory):
     from predictions.inference import get_predictor, load_count
 
@@ -290,3 +274,82 @@ def test_the_predictor_is_loaded_once_per_version(model_version_factory):
     second = model_version_factory("v2")
     assert get_predictor(second) is not predictor
     assert load_count() == before + 2
+
+
+# --- admin ----------------------------------------------------------------------------
+
+
+def test_job_changelist_shows_progress_with_a_bounded_number_of_queries(
+    client_for, lead, active_model_version, django_assert_max_num_queries
+):
+    from django.urls import reverse
+
+    from predictions.models import PredictionJob
+
+    client = client_for(lead)
+    url = reverse("admin:predictions_predictionjob_changelist")
+    PredictionJob.objects.create(model_version=active_model_version, reason="upload", total=64, done=35, failed=2)
+    client.get(url)  # warm the session and content types
+    with django_assert_max_num_queries(20) as one_job:
+        response = client.get(url)
+    assert response.status_code == 200
+    assert "35 / 64 (2 failed)" in response.content.decode()
+
+    for _ in range(10):
+        PredictionJob.objects.create(model_version=active_model_version, reason="upload", total=3, done=1)
+    with django_assert_max_num_queries(len(one_job.captured_queries)):
+        assert client.get(url).status_code == 200
+
+
+def test_pipeline_records_are_read_only_in_the_admin(client_for, lead, prediction_factory):
+    from django.urls import reverse
+
+    prediction = prediction_factory()
+    client = client_for(lead)
+    assert client.get(reverse("admin:predictions_prediction_add")).status_code == 403
+    assert client.get(reverse("admin:predictions_predictionjob_add")).status_code == 403
+    response = client.post(
+        reverse("admin:predictions_prediction_change", args=[prediction.pk]), {"confidence": "0.99"}
+    )
+    assert response.status_code == 403
+    prediction.refresh_from_db()
+    assert prediction.confidence == 0.6
+
+
+def test_prediction_changelist_searches_by_image_name_and_sha(client_for, reviewer, prediction_factory):
+    from django.urls import reverse
+
+    wanted = prediction_factory(name="needle.jpg")
+    prediction_factory(name="hay.jpg")
+    client = client_for(reviewer)
+    url = reverse("admin:predictions_prediction_changelist")
+
+    by_name = client.get(url, {"q": "needle"})
+    by_sha = client.get(url, {"q": wanted.image.sha256})
+    assert [p.pk for p in by_name.context["cl"].result_list] == [wanted.pk]
+    assert [p.pk for p in by_sha.context["cl"].result_list] == [wanted.pk]
+
+
+def test_a_lead_retries_failed_images_from_the_failure_changelist(
+    client_for, lead, uploader, image_factory, active_model_version, queued_tasks, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from predictions.models import PredictionFailure, PredictionJob
+
+    image = image_factory()
+    failure = PredictionFailure.objects.create(image=image, model_version=active_model_version, message="a.jpg: broken")
+    url = reverse("admin:predictions_predictionfailure_changelist")
+    data = {"action": "retry_selected_failures", "_selected_action": [failure.pk]}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(lead).post(url, data, follow=True)
+
+    assert "Queued 1 image again." in response.content.decode()
+    assert not PredictionFailure.objects.exists()
+    assert PredictionJob.objects.get().reason == "retry"
+    assert [call.args[1] for call in queued_tasks] == [[image.pk]]
+    # An uploader sees jobs but cannot queue work from them.
+    response = client_for(uploader).get(reverse("admin:predictions_predictionjob_changelist"))
+    assert response.status_code == 200
+    assert "retry_failed_images_of_jobs" not in response.content.decode()
