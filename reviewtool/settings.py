@@ -234,7 +234,11 @@ Q_CLUSTER = {
     # The model is cached per worker process; recycling rarely keeps it warm.
     "recycle": env_int("Q_RECYCLE", 1000),
     "save_limit": env_int("Q_SAVE_LIMIT", 1000),
-    "queue_limit": env_int("Q_QUEUE_LIMIT", 20),
+    # With the ORM broker a task's retry clock starts when the cluster takes it
+    # off the queue, not when a worker starts it: a deep local queue on a slow
+    # CPU worker could see waiting chunks redelivered elsewhere, and it hoards
+    # work that other clusters could run.
+    "queue_limit": env_int("Q_QUEUE_LIMIT", 2 * Q_WORKERS),
     "poll": 0.5,
     "catch_up": False,
     "label": "Task queue",
