@@ -1,0 +1,281 @@
+/* The review screen: keyboard-driven, one image at a time.
+ *
+ * The page arrives with the first two claimed images. The screen always holds
+ * the current image plus one preloaded behind it, so after a decision the next
+ * image shows at once; decisions, skips and undos are posted in the background
+ * to the admin's small JSON endpoints (urls in #review-config).
+ */
+(function () {
+    "use strict";
+
+    const HOLD = 2; // images the screen keeps claimed: the current one and the next
+    const config = JSON.parse(document.getElementById("review-config").textContent);
+    const csrfToken = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+
+    const el = {
+        stage: document.getElementById("review-stage"),
+        image: document.getElementById("review-image"),
+        empty: document.getElementById("review-empty"),
+        name: document.getElementById("review-name"),
+        predicted: document.getElementById("review-predicted"),
+        confidence: document.getElementById("review-confidence"),
+        bars: document.getElementById("review-bars"),
+        labels: document.getElementById("review-labels"),
+        today: document.getElementById("review-today"),
+        left: document.getElementById("review-left"),
+        message: document.getElementById("review-message"),
+        help: document.getElementById("review-help"),
+    };
+
+    const state = {
+        items: [],          // [current, next, ...] as sent by the server
+        shownAt: 0,
+        left: config.left,
+        moreLeft: config.more_left,
+        reviewedToday: config.reviewed_today,
+        decisions: [],      // promises of review ids, newest last, for undo
+        fetching: null,     // the pending `next` request, if any
+        exhausted: false,   // the server had nothing more to give
+    };
+
+    const labelsByKey = new Map(config.labels.filter((l) => l.key).map((l) => [l.key.toLowerCase(), l]));
+
+    function post(url, fields) {
+        const body = new URLSearchParams();
+        for (const [name, value] of Object.entries(fields)) {
+            for (const one of [].concat(value)) {
+                if (one !== null && one !== undefined) body.append(name, one);
+            }
+        }
+        return fetch(url, {
+            method: "POST",
+            body: body,
+            credentials: "same-origin",
+            headers: {"X-CSRFToken": csrfToken, "Accept": "application/json"},
+        }).then((response) =>
+            response.json().catch(() => ({})).then((data) => {
+                if (!response.ok) {
+                    const error = new Error(data.error || ("The server answered " + response.status + "."));
+                    error.status = response.status;
+                    throw error;
+                }
+                return data;
+            })
+        );
+    }
+
+    function say(text, isError) {
+        el.message.textContent = text || "";
+        el.message.classList.toggle("error", Boolean(isError));
+    }
+
+    function preload(item) {
+        const image = new Image();
+        image.src = item.image.url;
+        item.preloaded = image;
+    }
+
+    function renderCounters() {
+        el.today.textContent = state.reviewedToday;
+        el.left.textContent = Math.max(state.left, 0) + (state.moreLeft ? "+" : "");
+    }
+
+    function renderBars(prediction) {
+        el.bars.replaceChildren();
+        for (const row of prediction.top) {
+            const li = document.createElement("li");
+            li.classList.toggle("top", row.label_id === prediction.label_id);
+            const bar = document.createElement("span");
+            bar.className = "bar";
+            bar.style.width = (row.probability * 100).toFixed(1) + "%";
+            const text = document.createElement("span");
+            text.className = "text";
+            const name = document.createElement("span");
+            name.textContent = row.label;
+            const value = document.createElement("span");
+            value.textContent = (row.probability * 100).toFixed(1) + "%";
+            text.append(name, value);
+            li.append(bar, text);
+            el.bars.append(li);
+        }
+    }
+
+    function show() {
+        const item = state.items[0];
+        el.stage.classList.remove("zoomed");
+        for (const button of el.labels.querySelectorAll("[data-label-id]")) {
+            button.classList.toggle("predicted", Boolean(item) && Number(button.dataset.labelId) === item.prediction.label_id);
+        }
+        if (!item) {
+            el.image.hidden = true;
+            el.image.removeAttribute("src");
+            el.name.textContent = "";
+            el.predicted.textContent = "";
+            el.confidence.textContent = "";
+            el.bars.replaceChildren();
+            el.empty.hidden = !state.exhausted;
+            if (!state.exhausted) say("Loading…");
+            renderCounters();
+            return;
+        }
+        el.empty.hidden = true;
+        el.image.hidden = false;
+        el.image.src = item.image.url;
+        el.image.alt = item.image.name;
+        // Tiny images are blown up to the stage; large ones just fit.
+        el.image.classList.toggle("fit", item.image.width < 400 && item.image.height < 400);
+        el.name.textContent = item.image.name;
+        el.name.href = item.image.change_url;
+        el.predicted.textContent = item.prediction.label;
+        el.confidence.textContent = (item.prediction.confidence * 100).toFixed(1) + "%";
+        renderBars(item.prediction);
+        renderCounters();
+        state.shownAt = performance.now();
+        fill();
+    }
+
+    /* Keep HOLD images on hand: claim the missing ones and preload them. */
+    function fill() {
+        const missing = HOLD - state.items.length;
+        if (missing <= 0 || state.fetching || state.exhausted) return state.fetching || Promise.resolve();
+        const held = state.items.map((item) => item.image.id);
+        state.fetching = post(config.urls.next, {count: missing, exclude: held})
+            .then((data) => {
+                const known = new Set(state.items.map((item) => item.image.id));
+                const fresh = data.items.filter((item) => !known.has(item.image.id));
+                fresh.forEach(preload);
+                const wasEmpty = state.items.length === 0;
+                state.items.push(...fresh);
+                if (fresh.length < missing) state.exhausted = true;
+                state.fetching = null;
+                if (wasEmpty) {
+                    say("");
+                    show();
+                } else {
+                    fill();
+                }
+            })
+            .catch((error) => {
+                state.fetching = null;
+                say("Could not load the next image: " + error.message, true);
+            });
+        return state.fetching;
+    }
+
+    function secondsSpent() {
+        return ((performance.now() - state.shownAt) / 1000).toFixed(1);
+    }
+
+    function decide(label) {
+        const item = state.items[0];
+        if (!item) return;
+        const fields = {image: item.image.id, prediction: item.prediction.id, label: label, seconds: secondsSpent()};
+        state.items.shift();
+        state.left -= 1;
+        show();
+        const decision = post(config.urls.decide, fields).then(
+            (data) => {
+                state.reviewedToday = data.reviewed_today;
+                renderCounters();
+                return data.review;
+            },
+            (error) => {
+                state.left += 1;
+                renderCounters();
+                say(item.image.name + ": " + error.message, true);
+                return null;
+            }
+        );
+        state.decisions.push(decision);
+        say("");
+    }
+
+    function skip() {
+        const item = state.items.shift();
+        if (!item) return;
+        // A skipped image comes back once nothing else is left, so there is something to ask for again.
+        state.exhausted = false;
+        show();
+        post(config.urls.skip, {image: item.image.id}).catch((error) => say(error.message, true));
+    }
+
+    function undo() {
+        const decision = state.decisions.pop();
+        if (!decision) {
+            say("Nothing to undo.");
+            return;
+        }
+        decision
+            .then((reviewId) => (reviewId === null ? null : post(config.urls.undo, {review: reviewId})))
+            .then((data) => {
+                if (!data) {
+                    say("Nothing to undo.");
+                    return;
+                }
+                state.reviewedToday = data.reviewed_today;
+                state.left += 1;
+                if (data.item) {
+                    state.items = state.items.filter((item) => item.image.id !== data.item.image.id);
+                    state.items.unshift(data.item);
+                }
+                show();
+                say("Undone.");
+            })
+            .catch((error) => say(error.message, true));
+    }
+
+    function toggleHelp(force) {
+        el.help.hidden = force === undefined ? !el.help.hidden : !force;
+    }
+
+    function command(name) {
+        if (name === "confirm") decide("confirm");
+        else if (name === "skip") skip();
+        else if (name === "undo") undo();
+        else if (name === "help") toggleHelp();
+    }
+
+    document.addEventListener("keydown", (event) => {
+        if (event.ctrlKey || event.metaKey || event.altKey) return;
+        const target = event.target;
+        if (target.closest && target.closest("input, select, textarea, form")) return;
+        const key = event.key;
+        if (key === "?") {
+            toggleHelp();
+        } else if (key === "Escape") {
+            toggleHelp(false);
+        } else if (!el.help.hidden) {
+            return;
+        } else if (key === "Enter") {
+            command("confirm");
+        } else if (key === "s" || key === "S" || key === "ArrowRight") {
+            command("skip");
+        } else if (key === "z" || key === "Z" || key === "Backspace") {
+            command("undo");
+        } else if (labelsByKey.has(key.toLowerCase())) {
+            decide(labelsByKey.get(key.toLowerCase()).id);
+        } else {
+            return;
+        }
+        event.preventDefault();
+    });
+
+    el.labels.addEventListener("click", (event) => {
+        const button = event.target.closest("[data-label-id]");
+        if (button) decide(button.dataset.labelId);
+    });
+    for (const button of document.querySelectorAll("[data-command]")) {
+        button.addEventListener("click", () => command(button.dataset.command));
+    }
+    el.stage.addEventListener("click", () => {
+        if (state.items.length) el.stage.classList.toggle("zoomed");
+    });
+    el.help.addEventListener("click", (event) => {
+        if (event.target === el.help) toggleHelp(false);
+    });
+
+    state.items = config.items.slice();
+    state.items.forEach(preload);
+    state.exhausted = state.items.length < HOLD;
+    show();
+})();

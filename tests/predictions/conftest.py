@@ -1,0 +1,88 @@
+"""Image and Prediction rows without the upload pipeline or the model.
+
+`image_factory` stores a tiny real JPEG (so the private media view and <img>
+tags work); `prediction_factory` writes a Prediction row with a probability
+vector aligned with the version's class names. Other suites may reuse them.
+"""
+
+import hashlib
+import itertools
+
+import pytest
+
+from tests.conftest import DEMO_CLASSES, image_bytes
+
+_sequence = itertools.count(1)
+
+
+@pytest.fixture
+def image_factory(db):
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    from images.models import Image
+
+    def create(*, name: str | None = None, batch=None, uploaded_at=None, **fields) -> Image:
+        number = next(_sequence)
+        data = image_bytes(color=((number * 53) % 256, (number * 97) % 256, (number * 31) % 256))
+        digest = hashlib.sha256(data + str(number).encode()).hexdigest()
+        image = Image(
+            sha256=digest,
+            original_name=name or f"image-{number:05d}.jpg",
+            width=64,
+            height=48,
+            format="JPEG",
+            size_bytes=len(data),
+            batch=batch,
+            uploaded_at=uploaded_at or timezone.now(),
+            **fields,
+        )
+        image.file.save(f"images/{digest[:2]}/{digest[2:4]}/{digest}.jpg", ContentFile(data), save=False)
+        image.save()
+        return image
+
+    return create
+
+
+@pytest.fixture
+def prediction_factory(db, image_factory, active_model_version):
+    """prediction_factory(confidence=.6, label="square") -> Prediction for a new (or given) image.
+
+    The remaining probability is split over the other classes so that the
+    margin (top-1 minus top-2) follows from the confidence, as in real rows.
+    """
+    from predictions.models import Label, Prediction
+
+    def create(
+        *,
+        image=None,
+        model_version=None,
+        label: str = DEMO_CLASSES[0],
+        confidence: float = 0.6,
+        runner_up: float | None = None,
+        **image_fields,
+    ) -> Prediction:
+        version = model_version or active_model_version
+        class_names = list(version.class_names)
+        top = class_names.index(label)
+        others = [i for i in range(len(class_names)) if i != top]
+        rest = 1.0 - confidence
+        if runner_up is None:
+            runner_up = rest / 2 if len(others) > 1 else rest
+        second = min(runner_up, rest, confidence)
+        probabilities = [0.0] * len(class_names)
+        probabilities[top] = confidence
+        probabilities[others[0]] = second
+        remaining = others[1:]
+        for index in remaining:
+            probabilities[index] = max(rest - second, 0.0) / len(remaining)
+        return Prediction.objects.create(
+            image=image or image_factory(**image_fields),
+            model_version=version,
+            label=Label.objects.get(name=label),
+            confidence=confidence,
+            margin=confidence - second,
+            probabilities=probabilities,
+        )
+
+    return create
