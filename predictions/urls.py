@@ -1,5 +1,9 @@
 from django.urls import path
 
+from predictions import api
+
 app_name = "predictions"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("api/predict/", api.predict, name="predict"),
+]

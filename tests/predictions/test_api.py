@@ -1,0 +1,336 @@
+"""The JSON prediction endpoint through Django's test client.
+
+What a caller relies on: every file answered in the order sent, by token or by
+session (with CSRF enforced for sessions only), a clear JSON error with the
+right status for each way a request can be wrong, stored uploads entering the
+review queue already predicted, and the model loaded once per process.
+"""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from predictions import inference
+from predictions.services.tokens import api_token_create
+
+# Seeds whose tiny images the random tiny model labels differently, with clear margins.
+SEEDS = [0, 2, 4, 6]
+
+
+@pytest.fixture
+def api_url():
+    return reverse("predictions:predict")
+
+
+@pytest.fixture
+def token_for(db):
+    def create(user) -> str:
+        return api_token_create(user=user, name="tests")[1]
+
+    return create
+
+
+@pytest.fixture
+def images(make_image) -> list[tuple[str, bytes]]:
+    return [(f"photo-{seed}.jpg", make_image(seed=seed)) for seed in SEEDS]
+
+
+def uploads(named_files) -> list[SimpleUploadedFile]:
+    return [SimpleUploadedFile(name, data, content_type="application/octet-stream") for name, data in named_files]
+
+
+def each_alone(model_version, named_files) -> list[str]:
+    """The label of each file predicted on its own: the answer a batch must agree with."""
+    predictor = inference.get_predictor(model_version)
+    return [next(predictor.predict_sources([(name, data)]))[1].label for name, data in named_files]
+
+
+def post_with_token(client, url, token, files, **extra):
+    return client.post(url, {"images": files}, headers={"Authorization": f"Bearer {token}"}, **extra)
+
+
+# --- success -------------------------------------------------------------------
+
+
+def test_token_request_answers_every_file_in_the_order_sent(active_model_version, reviewer, token_for, api_url, images):
+    expected = each_alone(active_model_version, images)
+    assert len(set(expected)) > 1, "the fixture images should get different labels"
+
+    # A token request needs no CSRF token, even with CSRF checks enforced.
+    client = Client(enforce_csrf_checks=True)
+    response = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["labels"] == expected
+    assert body["model_version"] == active_model_version.name
+    assert body["errors"] == []
+    assert [p["file"] for p in body["predictions"]] == [name for name, _ in images]
+    assert [p["index"] for p in body["predictions"]] == list(range(len(images)))
+    for prediction in body["predictions"]:
+        top_k = prediction["top_k"]
+        assert len(top_k) == 3
+        assert top_k[0] == {"label": prediction["label"], "probability": prediction["confidence"]}
+        assert [t["probability"] for t in top_k] == sorted((t["probability"] for t in top_k), reverse=True)
+        assert "image_id" not in prediction
+    assert "batch_id" not in body
+
+    reversed_body = post_with_token(client, api_url, token_for(reviewer), uploads(images[::-1])).json()
+    assert reversed_body["labels"] == expected[::-1]
+
+
+def test_session_request_must_carry_the_csrf_token(active_model_version, reviewer, api_url, images):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reviewer)
+
+    refused = client.post(api_url, {"images": uploads(images)})
+    assert refused.status_code == 403
+    assert "CSRF" in refused.json()["error"]
+
+    page = client.get(api_url)
+    assert page.status_code == 200
+    csrf_token = page.cookies["csrftoken"].value
+
+    by_header = client.post(api_url, {"images": uploads(images)}, headers={"X-CSRFToken": csrf_token})
+    assert by_header.status_code == 200, by_header.content
+    assert by_header.json()["labels"] == each_alone(active_model_version, images)
+
+    by_form_field = client.post(api_url, {"images": uploads(images[:1]), "csrfmiddlewaretoken": csrf_token})
+    assert by_form_field.status_code == 200
+
+
+def test_upload_page_has_a_multiple_file_form_for_staff(reviewer, client_for, client, api_url):
+    page = client_for(reviewer).get(api_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'type="file"' in html and 'name="images"' in html and "multiple" in html
+    assert "csrfmiddlewaretoken" in html
+
+    anonymous = client.get(api_url)
+    assert anonymous.status_code == 302
+    assert reverse("admin:login") in anonymous["Location"]
+
+
+# --- who may call it ---------------------------------------------------------------
+
+
+def test_no_credentials_is_401_with_a_bearer_challenge(active_model_version, client, api_url, images):
+    response = client.post(api_url, {"images": uploads(images)})
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert "Bearer" in response.json()["error"]
+
+
+@pytest.mark.parametrize("case", ["unknown token", "revoked token", "inactive user", "not bearer"])
+def test_bad_token_is_401(case, active_model_version, reviewer, client, api_url, images):
+    token, raw = api_token_create(user=reviewer, name="tests")
+    if case == "unknown token":
+        header = "Bearer " + raw[::-1]
+    elif case == "revoked token":
+        token.revoked = True
+        token.save()
+        header = f"Bearer {raw}"
+    elif case == "inactive user":
+        reviewer.is_active = False
+        reviewer.save()
+        header = f"Bearer {raw}"
+    else:
+        header = f"Token {raw}"
+
+    response = client.post(api_url, {"images": uploads(images)}, headers={"Authorization": header})
+
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+    assert response.json()["error"]
+
+
+def test_a_bad_token_is_refused_even_with_a_valid_session(active_model_version, reviewer, client_for, api_url, images):
+    response = client_for(reviewer).post(
+        api_url, {"images": uploads(images)}, headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert response.status_code == 401
+
+
+def test_user_without_the_permission_is_403(active_model_version, django_user_model, token_for, client, client_for, api_url, images):
+    outsider = django_user_model.objects.create_user(username="outsider", password="x", is_staff=True)
+
+    by_token = post_with_token(client, api_url, token_for(outsider), uploads(images))
+    by_session = client_for(outsider).post(api_url, {"images": uploads(images)})
+    page = client_for(outsider).get(api_url)
+
+    assert by_token.status_code == 403 and "outsider" in by_token.json()["error"]
+    assert by_session.status_code == 403
+    assert page.status_code == 403
+
+
+def test_storing_needs_the_add_image_permission(active_model_version, reviewer, token_for, client, api_url, images):
+    response = post_with_token(client, api_url + "?store=1", token_for(reviewer), uploads(images))
+    assert response.status_code == 403
+    assert "store" in response.json()["error"]
+
+
+# --- bad requests ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_other_methods_are_405_in_json(method, reviewer, token_for, client, api_url):
+    response = getattr(client, method)(api_url, headers={"Authorization": f"Bearer {token_for(reviewer)}"})
+    assert response.status_code == 405
+    assert "POST" in response["Allow"]
+    assert method.upper() in response.json()["error"]
+
+
+def test_no_files_is_400(active_model_version, reviewer, token_for, client, api_url, images):
+    token = token_for(reviewer)
+    nothing = client.post(api_url, {}, headers={"Authorization": f"Bearer {token}"})
+    wrong_field = client.post(api_url, {"image": uploads(images)}, headers={"Authorization": f"Bearer {token}"})
+    for response in (nothing, wrong_field):
+        assert response.status_code == 400
+        assert "'images'" in response.json()["error"]
+
+
+@override_settings(API_MAX_FILES=3)
+def test_more_files_than_allowed_is_413(active_model_version, reviewer, token_for, client, api_url, images):
+    response = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+    assert response.status_code == 413
+    assert "at most 3" in response.json()["error"]
+
+
+def test_a_file_over_the_size_limit_is_413_and_named(active_model_version, reviewer, token_for, client, api_url, images):
+    big = ("big.jpg", images[0][1] + b"\0" * 4000)
+    with override_settings(IMAGE_MAX_BYTES=len(images[0][1]) + 100):
+        response = post_with_token(client, api_url, token_for(reviewer), uploads([images[1], big]))
+    assert response.status_code == 413
+    assert [(e["index"], e["file"]) for e in response.json()["errors"]] == [(1, "big.jpg")]
+
+
+@override_settings(API_MAX_FILES=10, DATA_UPLOAD_MAX_NUMBER_FILES=2)
+def test_django_refusing_to_parse_the_body_is_413(active_model_version, reviewer, token_for, client, api_url, images):
+    response = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+    assert response.status_code == 413
+    assert "too many files" in response.json()["error"]
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100)
+def test_oversized_form_fields_are_413(active_model_version, reviewer, token_for, client, api_url, images):
+    response = client.post(
+        api_url,
+        {"images": uploads(images[:1]), "note": "x" * 1000},
+        headers={"Authorization": f"Bearer {token_for(reviewer)}"},
+    )
+    assert response.status_code == 413
+
+
+def test_bad_files_are_422_and_the_good_ones_still_answered(active_model_version, reviewer, token_for, client, api_url, images):
+    sent = [
+        images[0],
+        ("notes.txt", b"shopping list: milk, eggs\n"),
+        images[1],
+        ("cut.jpg", images[2][1][:200]),
+        ("empty.png", b""),
+    ]
+    expected = each_alone(active_model_version, [images[0], images[1]])
+
+    response = post_with_token(client, api_url, token_for(reviewer), uploads(sent))
+
+    assert response.status_code == 422
+    body = response.json()
+    assert body["labels"] == [expected[0], None, expected[1], None, None]
+    assert [(p["index"], p["file"]) for p in body["predictions"]] == [(0, images[0][0]), (2, images[1][0])]
+    errors = {e["file"]: (e["index"], e["error"]) for e in body["errors"]}
+    assert errors["notes.txt"] == (1, "not an image (looks like text)")
+    assert errors["cut.jpg"][0] == 3 and "corrupt" in errors["cut.jpg"][1]
+    assert errors["empty.png"] == (4, "empty file")
+
+
+def test_no_active_model_is_503(db, reviewer, token_for, client, api_url, images):
+    response = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+    assert response.status_code == 503
+    assert "no model version is active" in response.json()["error"]
+
+
+def test_a_checkpoint_that_will_not_load_is_503(model_version_factory, reviewer, token_for, client, api_url, images):
+    model_version_factory("broken", checkpoint=b"not a checkpoint")
+    response = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+    assert response.status_code == 503
+    assert "'broken' could not be loaded" in response.json()["error"]
+
+
+# --- storing -------------------------------------------------------------------------
+
+
+def test_store_creates_images_with_their_predictions_and_no_prediction_job(
+    active_model_version, lead, token_for, client, api_url, images, django_capture_on_commit_callbacks
+):
+    from images.models import Image, UploadBatch
+    from predictions.models import Prediction, PredictionJob
+    from predictions.services.jobs import enqueue_predictions
+
+    sent = [images[0], ("notes.txt", b"not a picture"), images[1]]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_with_token(client, api_url + "?store=1", token_for(lead), uploads(sent))
+
+    assert response.status_code == 422
+    body = response.json()
+    batch = UploadBatch.objects.get(pk=body["batch_id"])
+    assert batch.source == UploadBatch.Source.API
+    assert batch.created_by == lead
+    image_ids = [p["image_id"] for p in body["predictions"]]
+    stored = {image.pk: image for image in Image.objects.filter(pk__in=image_ids)}
+    assert [stored[pk].original_name for pk in image_ids] == [images[0][0], images[1][0]]
+    for entry in body["predictions"]:
+        row = Prediction.objects.get(image_id=entry["image_id"], model_version=active_model_version)
+        assert row.label.name == entry["label"]
+        assert row.confidence == pytest.approx(entry["confidence"], abs=1e-6)
+        assert row.probabilities[active_model_version.class_names.index(entry["label"])] == pytest.approx(row.confidence, abs=1e-6)
+    # The upload queued its prediction work on commit; there was nothing left to do.
+    assert not PredictionJob.objects.exists()
+    assert enqueue_predictions(image_ids=image_ids, reason="upload") is None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        again = post_with_token(client, api_url + "?store=1", token_for(lead), uploads(images[:1])).json()
+    assert again["predictions"][0]["image_id"] == image_ids[0]
+    assert Prediction.objects.filter(image_id=image_ids[0]).count() == 1
+
+
+def test_store_by_session_works_like_the_admin_upload(active_model_version, lead, client_for, api_url, images):
+    from images.models import Image
+
+    response = client_for(lead).post(api_url + "?store=1", {"images": uploads(images[:2])})
+    assert response.status_code == 200
+    assert Image.objects.filter(predictions__model_version=active_model_version).count() == 2
+
+
+# --- the model in the process --------------------------------------------------------
+
+
+def test_the_model_is_loaded_once_across_requests(active_model_version, reviewer, token_for, client, api_url, images):
+    token = token_for(reviewer)
+    first = post_with_token(client, api_url, token, uploads(images[:1]))
+    assert first.status_code == 200
+    loads = inference.load_count()
+
+    answers = [post_with_token(client, api_url, token, uploads(images)).json()["labels"] for _ in range(5)]
+
+    assert inference.load_count() == loads
+    assert all(labels == answers[0] for labels in answers)
+
+
+def test_activating_another_version_reloads_the_model_once(
+    model_version_factory, tiny_checkpoint_bytes, reviewer, token_for, client, api_url, images
+):
+    model_version_factory("tiny-v1")
+    token = token_for(reviewer)
+    assert post_with_token(client, api_url, token, uploads(images)).json()["model_version"] == "tiny-v1"
+    loads = inference.load_count()
+
+    # Same weights, classes renamed: the answer must come from the new version.
+    renamed = ["v2-circle", "v2-square", "v2-triangle", "v2-star", "v2-cross"]
+    model_version_factory("tiny-v2", class_names=renamed)
+    first = post_with_token(client, api_url, token, uploads(images)).json()
+    second = post_with_token(client, api_url, token, uploads(images)).json()
+
+    assert first["model_version"] == second["model_version"] == "tiny-v2"
+    assert inference.load_count() == loads + 1
+    assert set(first["labels"]) <= set(renamed)
