@@ -1,0 +1,143 @@
+"""Small inline SVG charts for the model metrics page.
+
+Hand-written SVG keeps the page free of a plotting dependency and of image files: each
+function returns markup to drop into a template. Every piece of text that came from the
+database (class names) is escaped here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from django.utils.safestring import SafeString, mark_safe
+
+from predictions.selectors.metrics import ConfidenceBin
+
+FONT = 'font-family="system-ui, sans-serif" font-size="11"'
+RIGHT_COLOUR = "#2e7d32"
+WRONG_COLOUR = "#c62828"
+BAR_COLOUR = "#417690"  # the admin's own blue
+AXIS_COLOUR = "#888"
+
+
+def _svg(width: float, height: float, body: list[str], title: str) -> SafeString:
+    return mark_safe(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(title)}" {FONT}>'
+        f"<title>{escape(title)}</title>{''.join(body)}</svg>"
+    )
+
+
+def _text(x: float, y: float, text: str, **attrs: str) -> str:
+    extra = "".join(f' {key.replace("_", "-")}="{escape(str(value))}"' for key, value in attrs.items())
+    return f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{escape(text)}</text>'
+
+
+def _short(name: str, limit: int = 14) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def confusion_matrix_svg(
+    *, matrix: Sequence[Sequence[int]], row_labels: Sequence[str], col_labels: Sequence[str]
+) -> SafeString:
+    """Heatmap, true class per row and predicted class per column, counts in the cells.
+
+    Shading is the share of the row, so a class's recall reads the same however many
+    images it has.
+    """
+    cell = 44 if len(col_labels) <= 10 else 28
+    left, top = 110, 90
+    width = left + cell * len(col_labels) + 10
+    height = top + cell * len(row_labels) + 10
+    body = [
+        _text(left + cell * len(col_labels) / 2, 12, "predicted", text_anchor="middle", font_weight="bold"),
+        _text(12, top + cell * len(row_labels) / 2, "reviewed", text_anchor="middle", font_weight="bold",
+              transform=f"rotate(-90 12 {top + cell * len(row_labels) / 2:.1f})"),
+    ]
+    for j, name in enumerate(col_labels):
+        x = left + cell * j + cell / 2
+        body.append(_text(x, top - 6, _short(name), transform=f"rotate(-45 {x:.1f} {top - 6})"))
+    for i, (name, row) in enumerate(zip(row_labels, matrix)):
+        y = top + cell * i
+        body.append(_text(left - 6, y + cell / 2 + 4, _short(name), text_anchor="end"))
+        row_total = sum(row) or 1
+        for j, count in enumerate(row):
+            share = count / row_total
+            x = left + cell * j
+            body.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{BAR_COLOUR}" '
+                f'fill-opacity="{0.04 + 0.96 * share:.3f}" stroke="#fff">'
+                f"<title>{escape(name)} → {escape(col_labels[j])}: {count}</title></rect>"
+            )
+            body.append(
+                _text(x + cell / 2, y + cell / 2 + 4, str(count), text_anchor="middle",
+                      fill="#fff" if share > 0.5 else "#222")
+            )
+    return _svg(width, height, body, "Confusion matrix")
+
+
+def _bin_axis(body: list[str], *, left: float, top: float, plot_w: float, plot_h: float, y_max_label: str) -> None:
+    bottom = top + plot_h
+    body.append(f'<line x1="{left}" y1="{bottom}" x2="{left + plot_w}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>')
+    body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>')
+    for tick in range(0, 11, 2):
+        x = left + plot_w * tick / 10
+        body.append(_text(x, bottom + 14, f"{tick / 10:.1f}", text_anchor="middle"))
+    body.append(_text(left + plot_w / 2, bottom + 30, "confidence", text_anchor="middle"))
+    body.append(_text(left - 6, top + 4, y_max_label, text_anchor="end"))
+    body.append(_text(left - 6, bottom, "0", text_anchor="end"))
+
+
+def confidence_histogram_svg(*, bins: Sequence[ConfidenceBin]) -> SafeString:
+    """How many predictions fall in each confidence bin, right ones stacked under wrong ones."""
+    left, top, plot_w, plot_h = 40, 24, 400, 160
+    tallest = max((b.count for b in bins), default=0) or 1
+    bar_w = plot_w / len(bins)
+    body: list[str] = []
+    _bin_axis(body, left=left, top=top, plot_w=plot_w, plot_h=plot_h, y_max_label=str(tallest))
+    bottom = top + plot_h
+    for i, b in enumerate(bins):
+        x = left + bar_w * i + 2
+        right_h = plot_h * b.correct / tallest
+        wrong_h = plot_h * b.wrong / tallest
+        tip = f"{b.low:.1f}–{b.high:.1f}: {b.correct} right, {b.wrong} wrong"
+        body.append(
+            f'<rect x="{x:.1f}" y="{bottom - right_h:.1f}" width="{bar_w - 4:.1f}" height="{right_h:.1f}" '
+            f'fill="{RIGHT_COLOUR}"><title>{tip}</title></rect>'
+        )
+        body.append(
+            f'<rect x="{x:.1f}" y="{bottom - right_h - wrong_h:.1f}" width="{bar_w - 4:.1f}" '
+            f'height="{wrong_h:.1f}" fill="{WRONG_COLOUR}"><title>{tip}</title></rect>'
+        )
+    legend_x = left + plot_w + 10
+    body.append(f'<rect x="{legend_x}" y="{top}" width="10" height="10" fill="{RIGHT_COLOUR}"/>')
+    body.append(_text(legend_x + 14, top + 9, "right"))
+    body.append(f'<rect x="{legend_x}" y="{top + 16}" width="10" height="10" fill="{WRONG_COLOUR}"/>')
+    body.append(_text(legend_x + 14, top + 25, "wrong"))
+    return _svg(left + plot_w + 70, bottom + 40, body, "Confidence histogram, right and wrong")
+
+
+def calibration_svg(*, bins: Sequence[ConfidenceBin]) -> SafeString:
+    """Accuracy per confidence bin against the diagonal of perfect calibration; counts above the bars."""
+    left, top, plot_w, plot_h = 40, 24, 400, 200
+    bar_w = plot_w / len(bins)
+    bottom = top + plot_h
+    body: list[str] = []
+    _bin_axis(body, left=left, top=top, plot_w=plot_w, plot_h=plot_h, y_max_label="1.0")
+    for i, b in enumerate(bins):
+        if not b.count:
+            continue
+        x = left + bar_w * i + 2
+        bar_h = plot_h * b.accuracy
+        tip = f"{b.low:.1f}–{b.high:.1f}: accuracy {b.accuracy:.2f} over {b.count}"
+        body.append(
+            f'<rect x="{x:.1f}" y="{bottom - bar_h:.1f}" width="{bar_w - 4:.1f}" height="{bar_h:.1f}" '
+            f'fill="{BAR_COLOUR}" fill-opacity="0.8"><title>{tip}</title></rect>'
+        )
+        body.append(_text(x + (bar_w - 4) / 2, bottom - bar_h - 4, str(b.count), text_anchor="middle"))
+    body.append(
+        f'<line x1="{left}" y1="{bottom}" x2="{left + plot_w}" y2="{top}" stroke="{WRONG_COLOUR}" '
+        f'stroke-dasharray="4 3"><title>perfect calibration</title></line>'
+    )
+    return _svg(left + plot_w + 20, bottom + 40, body, "Accuracy per confidence bin")

@@ -1,0 +1,178 @@
+"""Retraining from reviewed labels, in the cluster.
+
+``training_job_create`` records a TrainingJob and queues it; ``training_run`` (the task)
+trains on every reviewed image whose label is one of the base version's classes, with
+the base version's architecture and preprocessing, writes the checkpoint into the
+weights storage and registers it as a new, inactive version. torch is imported inside
+``training_run`` only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from images.models import Image
+from predictions.models import ModelVersion, TrainingJob
+from predictions.selectors.metrics import reviewed_label_counts
+from predictions.services.model_versions import json_safe, model_version_validate
+
+logger = logging.getLogger(__name__)
+
+MIN_CLASSES = 2
+
+
+def training_job_create(
+    *, base_version: ModelVersion, epochs: int, learning_rate: float, user
+) -> TrainingJob:
+    """Record a retraining of ``base_version`` and queue it once the row is committed."""
+    if base_version.validation_status != ModelVersion.Validation.VALID:
+        raise ValidationError(f"{base_version.name} cannot be retrained: its checkpoint is not valid.")
+    with transaction.atomic():
+        job = TrainingJob.objects.create(
+            base_version=base_version,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        transaction.on_commit(
+            lambda: async_task(
+                "predictions.tasks.train_model_version", job.pk, task_name=f"training job {job.pk}"
+            )
+        )
+    return job
+
+
+def _image_source(image: Image):
+    """A local path where the storage has one (no copy in memory), else the bytes."""
+    storage = image.file.storage
+    try:
+        return storage.path(image.file.name)
+    except NotImplementedError:
+        with storage.open(image.file.name, "rb") as handle:
+            return handle.read()
+
+
+def training_samples(*, class_names: list[str]) -> list[tuple[Any, int]]:
+    """(image source, class index) for every image reviewed with one of ``class_names``."""
+    index = {name: i for i, name in enumerate(class_names)}
+    images = (
+        Image.objects.filter(final_label__name__in=class_names)
+        .select_related("final_label")
+        .only("pk", "file", "final_label__name")
+        .order_by("pk")
+    )
+    return [(_image_source(image), index[image.final_label.name]) for image in images.iterator()]
+
+
+def training_run(*, job_id: int) -> int | None:
+    """Train the job's new version; record DONE with the version, or FAILED with the error.
+
+    Idempotent: a job already DONE is not trained again (a redelivered task returns its
+    result version).
+    """
+    job = TrainingJob.objects.select_related("base_version").get(pk=job_id)
+    if job.status == TrainingJob.Status.DONE:
+        return job.result_version_id
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=TrainingJob.Status.RUNNING, started_at=timezone.now(), epochs_done=0, history={}, error=""
+    )
+    try:
+        version = _train(job)
+    except Exception as exc:
+        logger.exception("Training job %s failed", job.pk)
+        TrainingJob.objects.filter(pk=job.pk).update(
+            status=TrainingJob.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:4000],
+            finished_at=timezone.now(),
+        )
+        return None
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=TrainingJob.Status.DONE, result_version=version, finished_at=timezone.now()
+    )
+    return version.pk
+
+
+def _train(job: TrainingJob) -> ModelVersion:
+    from ml.checkpoints import save_checkpoint
+    from ml.preprocess import Preprocessing
+    from ml.train import train_from_samples
+
+    base = job.base_version
+    if base is None:
+        raise ValueError("the base model version was deleted")
+    class_names = list(base.class_names)
+    samples = training_samples(class_names=class_names)
+    seen_classes = {label for _, label in samples}
+    TrainingJob.objects.filter(pk=job.pk).update(sample_count=len(samples))
+    if len(seen_classes) < MIN_CLASSES:
+        raise ValueError(
+            f"not enough reviewed images: {len(samples)} reviewed with the classes of {base.name}, "
+            f"covering {len(seen_classes)} class(es); at least {MIN_CLASSES} classes are needed"
+        )
+
+    def on_epoch(epoch: int, history: dict[str, list[float]]) -> None:
+        TrainingJob.objects.filter(pk=job.pk).update(epochs_done=epoch, history=json_safe(history))
+
+    # train_from_samples builds a freshly initialised model of the base's architecture:
+    # it has no way to start from the base's weights yet, so this trains from scratch
+    # with the base's classes and preprocessing.
+    model, history, metadata = train_from_samples(
+        samples,
+        class_names=class_names,
+        arch=base.arch,
+        preprocessing=Preprocessing(input_size=base.input_size, mean=tuple(base.mean), std=tuple(base.std)),
+        epochs=job.epochs,
+        lr=job.learning_rate,
+        device=settings.INFERENCE_DEVICE,
+        on_epoch=on_epoch,
+        progress=False,
+    )
+    skipped = reviewed_label_counts(class_names=class_names).other
+    metadata.metrics = {
+        **metadata.metrics,
+        "training_job": job.pk,
+        "base_version": base.name,
+        "reviewed_outside_classes": skipped,
+    }
+    buffer = io.BytesIO()
+    save_checkpoint(buffer, model=model, metadata=metadata)
+
+    name = _result_name(base, job)
+    version = ModelVersion(
+        name=name,
+        arch=metadata.arch,
+        class_names=list(metadata.class_names),
+        input_size=metadata.input_size,
+        mean=list(metadata.mean),
+        std=list(metadata.std),
+        metrics=json_safe(metadata.metrics),
+        notes=(
+            f"Trained by training job {job.pk} from {len(samples)} reviewed images, base {base.name}; "
+            f"{skipped} reviewed images with labels outside its classes were left out."
+        ),
+        created_by=job.created_by,
+        validation_status=ModelVersion.Validation.PENDING,
+    )
+    version.checkpoint.save(f"retrained/{name}.pth", ContentFile(buffer.getvalue()), save=False)
+    version.save()
+    # The same check as any registered checkpoint: it proves the file loads as it will be served.
+    version = model_version_validate(version_id=version.pk)
+    if version.validation_status != ModelVersion.Validation.VALID:
+        raise ValueError(f"the trained checkpoint does not validate: {version.validation_error}")
+    logger.info("Training job %s produced model version %s (%s)", job.pk, version.pk, name)
+    return version
+
+
+def _result_name(base: ModelVersion, job: TrainingJob) -> str:
+    name = f"{base.name[:80]}-retrain-{job.pk}"
+    if ModelVersion.objects.filter(name=name).exists():  # an earlier attempt of this job got this far
+        name = f"{name}-{timezone.now():%Y%m%d%H%M%S}"
+    return name
