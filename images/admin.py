@@ -1,0 +1,364 @@
+"""Admin for images and upload batches.
+
+Uploading goes through ImageAdmin's "upload/" page (the Add buttons lead there).
+Querysets come from images.selectors; writes go through images.services and
+predictions.services.jobs. Other apps add their actions to ImageAdmin.actions.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+
+from predictions.actions import confirm_predictions, set_label
+from predictions.admin.exports import ImageExportMixin
+from predictions.models import Label, ModelVersion
+
+from . import selectors, services
+from .forms import ImageUploadForm, upload_request_error
+from .models import Image, UploadBatch
+from .services import FileStatus
+
+REPORT_ROWS_SHOWN = 1000
+
+
+def _retry_failed_predictions(request, image_ids: list[int]) -> None:
+    from predictions.services.jobs import retry_failed_predictions
+
+    if not image_ids:
+        messages.info(request, "None of the selected images has a failed prediction.")
+        return
+    retry_failed_predictions(image_ids=image_ids, user=request.user)
+    messages.success(request, f"{len(image_ids)} image(s) queued for prediction again.")
+
+
+@admin.action(description="Retry failed predictions", permissions=["retry"])
+def retry_image_predictions(modeladmin, request, queryset):
+    _retry_failed_predictions(request, selectors.failed_image_ids(image_ids=queryset.values_list("pk", flat=True)))
+
+
+@admin.action(description="Retry failed predictions", permissions=["retry"])
+def retry_batch_predictions(modeladmin, request, queryset):
+    _retry_failed_predictions(request, selectors.failed_image_ids(batch_ids=queryset.values_list("pk", flat=True)))
+
+
+class RetryPermissionMixin:
+    def has_retry_permission(self, request) -> bool:
+        # Whoever may upload images may ask for their predictions again.
+        return request.user.has_perm("images.add_image")
+
+
+# --- filters -----------------------------------------------------------------------
+
+
+class ReviewStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return selectors.ReviewStatus.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in selectors.ReviewStatus.values:
+            return queryset.filter(review_status=self.value())
+        return queryset
+
+
+class PredictedLabelFilter(admin.SimpleListFilter):
+    title = "predicted label (active model)"
+    parameter_name = "predicted_label"
+
+    def lookups(self, request, model_admin):
+        return [(str(label.pk), label.name) for label in Label.objects.all()]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(predicted_label_id=int(self.value()))
+        return queryset
+
+
+class ModelVersionFilter(admin.SimpleListFilter):
+    title = "predicted by model version"
+    parameter_name = "model_version"
+
+    def lookups(self, request, model_admin):
+        return [(str(version.pk), version.name) for version in ModelVersion.objects.only("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return selectors.images_predicted_by(queryset, version_id=int(self.value()))
+        return queryset
+
+
+class BatchFilter(admin.SimpleListFilter):
+    """The latest uploads; any batch can be chosen through ?batch=<id> (the batch page links it)."""
+
+    title = "upload batch"
+    parameter_name = "batch"
+    recent = 20
+
+    def lookups(self, request, model_admin):
+        return [(str(batch.pk), str(batch)) for batch in UploadBatch.objects.only("pk", "name")[: self.recent]]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(batch_id=int(self.value()))
+        return queryset
+
+
+# --- images ------------------------------------------------------------------------
+
+
+@admin.register(Image)
+class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
+    list_display = [
+        "thumbnail_tag",
+        "original_name",
+        "predicted_label",
+        "confidence",
+        "final_label",
+        "status",
+        "uploaded_at",
+    ]
+    list_display_links = ["thumbnail_tag", "original_name"]
+    list_filter = [ReviewStatusFilter, PredictedLabelFilter, "final_label", BatchFilter, ModelVersionFilter]
+    search_fields = ["original_name", "=sha256"]
+    list_select_related = ["final_label"]
+    list_per_page = 100
+    show_full_result_count = False
+    actions = [retry_image_predictions, set_label, confirm_predictions]
+    readonly_fields = [
+        "preview",
+        "original_name",
+        "format",
+        "width",
+        "height",
+        "size_bytes",
+        "sha256",
+        "file",
+        "uploaded_by",
+        "uploaded_at",
+        "batch",
+        "final_label",
+        "reviewed_by",
+        "reviewed_at",
+        "review_count",
+        "predictions_panel",
+        "failures_panel",
+        "review_history",
+    ]
+    fieldsets = [
+        (None, {"fields": ["preview", "original_name", ("format", "width", "height", "size_bytes"), "sha256", "file"]}),
+        ("Upload", {"fields": ["uploaded_by", "uploaded_at", "batch"]}),
+        ("Predictions", {"fields": ["predictions_panel", "failures_panel"]}),
+        ("Review", {"fields": ["final_label", "reviewed_by", "reviewed_at", "review_count", "review_history"]}),
+    ]
+
+    def get_queryset(self, request):
+        return selectors.images_with_active_prediction(super().get_queryset(request))
+
+    def has_review_permission(self, request) -> bool:
+        return request.user.has_perm("predictions.add_review")
+
+    def get_urls(self):
+        upload = self.admin_site.admin_view(csrf_exempt(self.upload_view))
+        return [
+            path("upload/", upload, name=f"{self.opts.app_label}_{self.opts.model_name}_upload"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return redirect("admin:images_image_upload")
+
+    # The admin's CSRF check would parse the request body before this view could
+    # turn "too many files" into a message; the view is exempted from the
+    # middleware and checks CSRF itself (csrf_protect) before storing anything.
+    def upload_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        request_error = upload_request_error(request)
+        if request_error:
+            form = ImageUploadForm()
+            form.add_error(None, request_error)
+            return self._render_upload(request, form)
+        return csrf_protect(self._upload_form_view)(request)
+
+    def _upload_form_view(self, request):
+        form = ImageUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            batch = services.upload_files(
+                files=[(f.name, f) for f in form.cleaned_data["files"]],
+                user=request.user,
+                source=UploadBatch.Source.ADMIN,
+                name=form.cleaned_data["name"],
+            )
+            level = messages.WARNING if batch.rejected_count else messages.SUCCESS
+            self.message_user(request, upload_summary(batch), level)
+            return redirect("admin:images_uploadbatch_change", batch.pk)
+        return self._render_upload(request, form)
+
+    def _render_upload(self, request, form):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Upload images",
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/images/image/upload.html", context)
+
+    @admin.display(description="")
+    def thumbnail_tag(self, image):
+        if image.thumbnail:
+            return format_html(
+                '<img src="{}" alt="" width="64" height="64" loading="lazy" style="object-fit: cover">',
+                image.thumbnail.url,
+            )
+        return format_html(
+            '<span title="Thumbnail not made yet" style="display:inline-block;width:64px;height:64px;'
+            'background:var(--darkened-bg);"></span>'
+        )
+
+    @admin.display(description="predicted", ordering="predicted_label_name")
+    def predicted_label(self, image):
+        return image.predicted_label_name or "–"
+
+    @admin.display(description="confidence", ordering="predicted_confidence")
+    def confidence(self, image):
+        return "–" if image.predicted_confidence is None else f"{image.predicted_confidence:.0%}"
+
+    @admin.display(description="status", ordering="review_status")
+    def status(self, image):
+        return selectors.ReviewStatus(image.review_status).label
+
+    @admin.display(description="image")
+    def preview(self, image):
+        return format_html(
+            '<a href="{0}"><img src="{0}" alt="{1}" style="max-width: 512px; max-height: 512px"></a>',
+            image.file.url,
+            image.original_name,
+        )
+
+    @admin.display(description="predictions")
+    def predictions_panel(self, image):
+        return render_to_string(
+            "admin/images/image/predictions_panel.html", {"predictions": selectors.image_predictions(image=image)}
+        )
+
+    @admin.display(description="prediction failures")
+    def failures_panel(self, image):
+        failures = image.prediction_failures.select_related("model_version").order_by("-created_at")
+        return render_to_string("admin/images/image/failures_panel.html", {"failures": failures})
+
+    @admin.display(description="review history")
+    def review_history(self, image):
+        reviews = image.reviews.select_related("reviewer", "label", "prediction__label")
+        return render_to_string("admin/images/image/review_history.html", {"reviews": reviews})
+
+
+def upload_summary(batch: UploadBatch) -> str:
+    return (
+        f"{batch}: {batch.accepted_count} accepted, {batch.duplicate_count} duplicate(s), "
+        f"{batch.rejected_count} rejected. Thumbnails and predictions are made in the background."
+    )
+
+
+# --- upload batches ----------------------------------------------------------------
+
+
+@admin.register(UploadBatch)
+class UploadBatchAdmin(RetryPermissionMixin, admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "source",
+        "created_by",
+        "created_at",
+        "accepted_count",
+        "duplicate_count",
+        "rejected_count",
+        "progress",
+    ]
+    list_filter = ["source", "created_at"]
+    search_fields = ["name"]
+    list_select_related = ["created_by"]
+    show_full_result_count = False
+    actions = [retry_batch_predictions]
+    fieldsets = [
+        (None, {"fields": ["name", "source", "created_by", "created_at"]}),
+        ("Files", {"fields": ["accepted", "duplicates", "rejected"]}),
+        ("Predictions (active model)", {"fields": ["progress", "failed_predictions"]}),
+    ]
+    readonly_fields = [
+        "name",
+        "source",
+        "created_by",
+        "created_at",
+        "accepted",
+        "duplicates",
+        "rejected",
+        "progress",
+        "failed_predictions",
+    ]
+
+    def get_queryset(self, request):
+        return selectors.batches_with_progress(super().get_queryset(request))
+
+    # A batch is the record of an upload: it is not edited, and new ones come
+    # from the upload page.
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return redirect("admin:images_image_upload")
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("images.add_image")
+
+    @admin.display(description="predicted")
+    def progress(self, batch):
+        failed = format_html(", <strong>{} failed</strong>", batch.failed_count) if batch.failed_count else ""
+        return format_html(
+            '<progress value="{}" max="{}"></progress> {} / {}{}',
+            batch.predicted_count,
+            max(batch.accepted_count, 1),
+            batch.predicted_count,
+            batch.accepted_count,
+            failed,
+        )
+
+    @admin.display(description="accepted")
+    def accepted(self, batch):
+        url = reverse("admin:images_image_changelist") + f"?batch={batch.pk}"
+        return format_html('{} image(s) stored — <a href="{}">show them</a>', batch.accepted_count, url)
+
+    @admin.display(description="duplicates")
+    def duplicates(self, batch):
+        return self._report_table(batch, FileStatus.DUPLICATE)
+
+    @admin.display(description="rejected")
+    def rejected(self, batch):
+        return self._report_table(batch, FileStatus.REJECTED)
+
+    @admin.display(description="failed predictions")
+    def failed_predictions(self, batch):
+        failures = selectors.batch_prediction_failures(batch=batch, version_id=selectors.active_model_version_id())
+        return render_to_string(
+            "admin/images/uploadbatch/failures_table.html", {"failures": failures[:REPORT_ROWS_SHOWN]}
+        )
+
+    def _report_table(self, batch, status: str):
+        entries = [entry for entry in batch.report if entry.get("status") == status]
+        return render_to_string(
+            "admin/images/uploadbatch/report_table.html",
+            {
+                "entries": entries[:REPORT_ROWS_SHOWN],
+                "more": max(0, len(entries) - REPORT_ROWS_SHOWN),
+                "link_images": status == FileStatus.DUPLICATE,
+            },
+        )

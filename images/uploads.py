@@ -1,0 +1,263 @@
+"""Turning what a user sends (files, zip archives) into bounded in-memory files.
+
+Nothing here touches the database or the storage: it only reads, with every size
+limit enforced before the bytes are read, and says why a file cannot be used.
+Zip archives are never extracted to disk: members are read one by one, by their
+base name, with the central directory's numbers checked before anything is
+inflated (a zip bomb is refused without being expanded) and every read bounded
+(the numbers can lie).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
+
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+NESTED_ARCHIVE_SUFFIXES = (
+    ".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar", ".cab",
+)
+# A member smaller than this cannot hurt whatever it inflates to, and small
+# uncompressed images (a flat-colour BMP) legitimately compress very well.
+RATIO_CHECK_MIN_BYTES = 1024 * 1024
+_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def human_size(num_bytes: int) -> str:
+    return filesizeformat(num_bytes).replace("\xa0", " ")
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    image_max_bytes: int
+    zip_max_members: int
+    zip_max_total_bytes: int
+    zip_max_ratio: int
+
+    @classmethod
+    def from_settings(cls) -> UploadLimits:
+        return cls(
+            image_max_bytes=settings.IMAGE_MAX_BYTES,
+            zip_max_members=settings.ZIP_MAX_MEMBERS,
+            zip_max_total_bytes=settings.ZIP_MAX_TOTAL_BYTES,
+            zip_max_ratio=settings.ZIP_MAX_RATIO,
+        )
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """One file of an upload: its bytes, or the reason there are none.
+
+    ``label`` names it in the report (``photos.zip/cats/tom.jpg``); ``name`` is the
+    bare file name kept on the Image. ``note`` is said whatever happens next (an
+    unsafe archive path that was reduced to its base name).
+    """
+
+    label: str
+    name: str
+    data: bytes | None = None
+    reason: str = ""
+    note: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.data is None
+
+
+def iter_incoming_files(
+    files: Iterable[tuple[str, IO[bytes]]], *, limits: UploadLimits | None = None
+) -> Iterator[IncomingFile]:
+    """Each uploaded file read into memory; zip archives expanded member by member."""
+    limits = limits or UploadLimits.from_settings()
+    for client_name, fp in files:
+        name = base_name(client_name)[0]
+        if _looks_like_zip(name, fp):
+            yield from iter_zip_members(name, fp, limits=limits)
+        else:
+            yield read_file(client_name or name, name, fp, max_bytes=limits.image_max_bytes)
+
+
+def read_file(label: str, name: str, fp: IO[bytes], *, max_bytes: int) -> IncomingFile:
+    """Read ``fp`` whole, refusing it from its size alone when that is known and too big."""
+    size = _known_size(fp)
+    if size is not None and size > max_bytes:
+        return IncomingFile(label, name, reason=_too_big(size, max_bytes))
+    try:
+        data = fp.read(max_bytes + 1)
+    except OSError as exc:
+        return IncomingFile(label, name, reason=f"cannot read file ({exc})")
+    if len(data) > max_bytes:
+        return IncomingFile(label, name, reason=_too_big(None, max_bytes))
+    return IncomingFile(label, name, data=data)
+
+
+def base_name(raw: str) -> tuple[str, bool]:
+    """The last path component of ``raw`` and whether ``raw`` tried to leave its folder."""
+    cleaned = _CONTROL_CHARS.sub("", raw or "")
+    parts = cleaned.replace("\\", "/").split("/")
+    name = parts[-1].strip()
+    if name in ("", ".", ".."):
+        name = "unnamed"
+    escapes = cleaned.startswith(("/", "\\")) or ".." in parts or bool(_DRIVE_LETTER.match(cleaned))
+    return name, escapes
+
+
+# --- zip archives ---------------------------------------------------------------
+
+
+def iter_zip_members(archive_name: str, fp: IO[bytes], *, limits: UploadLimits) -> Iterator[IncomingFile]:
+    """The archive's files, each read with a bounded read, or one rejection for the archive."""
+    if not _is_seekable(fp):
+        # zipfile needs to seek to the central directory; a stream is bounded first.
+        incoming = read_file(archive_name, archive_name, fp, max_bytes=limits.zip_max_total_bytes)
+        if incoming.rejected:
+            yield incoming
+            return
+        fp = io.BytesIO(incoming.data)
+    try:
+        archive = zipfile.ZipFile(fp)
+        members = [info for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        yield IncomingFile(archive_name, archive_name, reason=f"not a readable zip archive ({exc})")
+        return
+
+    with archive:
+        archive_problem = _archive_problem(members, limits)
+        if archive_problem:
+            yield IncomingFile(archive_name, archive_name, reason=archive_problem)
+            return
+        inflated_total = 0
+        for info in members:
+            incoming = _read_member(archive, archive_name, info, limits, room=limits.zip_max_total_bytes - inflated_total)
+            inflated_total += len(incoming.data or b"")
+            yield incoming
+
+
+def count_upload_items(path: str | os.PathLike) -> int:
+    """How many report entries a file on disk will give: its members for a zip, else one."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as fp:
+            if not _looks_like_zip(name, fp):
+                return 1
+            with zipfile.ZipFile(fp) as archive:
+                return max(1, sum(not info.is_dir() for info in archive.infolist()))
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return 1
+
+
+def _archive_problem(members: list[zipfile.ZipInfo], limits: UploadLimits) -> str:
+    """Refuse a whole archive from its central directory, before inflating anything."""
+    if len(members) > limits.zip_max_members:
+        return f"archive has {len(members)} files, over the limit of {limits.zip_max_members} per archive"
+    declared_total = sum(info.file_size for info in members)
+    if declared_total > limits.zip_max_total_bytes:
+        return (
+            f"archive would expand to {human_size(declared_total)}, "
+            f"over the {human_size(limits.zip_max_total_bytes)} limit per archive"
+        )
+    return ""
+
+
+def _read_member(
+    archive: zipfile.ZipFile, archive_name: str, info: zipfile.ZipInfo, limits: UploadLimits, *, room: int
+) -> IncomingFile:
+    name, escapes = base_name(info.filename)
+    if escapes:
+        label = f"{archive_name}/{name}"
+        note = f"unsafe path {info.filename!r} in the archive reduced to {name!r}"
+    else:
+        label = f"{archive_name}/{_CONTROL_CHARS.sub('', info.filename)}"
+        note = ""
+
+    def refuse(reason: str) -> IncomingFile:
+        return IncomingFile(label, name, reason=reason, note=note)
+
+    if name.lower().endswith(NESTED_ARCHIVE_SUFFIXES):
+        return refuse("archive inside an archive: skipped (nested archives are not expanded)")
+    if info.flag_bits & 0x1:
+        return refuse("encrypted (password-protected) files are not supported")
+    if info.file_size > limits.image_max_bytes:
+        return refuse(_too_big(info.file_size, limits.image_max_bytes))
+    ratio = _compression_ratio(info)
+    if info.file_size >= RATIO_CHECK_MIN_BYTES and ratio > limits.zip_max_ratio:
+        return refuse(
+            f"compression ratio {ratio:.0f}:1 is over the {limits.zip_max_ratio}:1 limit "
+            "(possible zip bomb; not expanded)"
+        )
+
+    # The header's sizes can lie: never read more than the limits allow.
+    max_bytes = min(limits.image_max_bytes, room)
+    try:
+        with archive.open(info) as member:
+            data = member.read(max_bytes + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        return refuse(f"corrupt file in the archive ({exc})")
+    except NotImplementedError as exc:
+        return refuse(f"unsupported compression method ({exc})")
+    except RuntimeError as exc:  # zipfile's "password required" and friends
+        return refuse(f"cannot read file in the archive ({exc})")
+    if len(data) > max_bytes:
+        if max_bytes < limits.image_max_bytes:
+            return refuse(f"archive expands to more than the {human_size(limits.zip_max_total_bytes)} limit")
+        return refuse(_too_big(None, limits.image_max_bytes))
+    if data.startswith(ZIP_MAGICS):
+        return refuse("archive inside an archive: skipped (nested archives are not expanded)")
+    return IncomingFile(label, name, data=data, note=note)
+
+
+def _compression_ratio(info: zipfile.ZipInfo) -> float:
+    if info.file_size == 0:
+        return 0.0
+    if info.compress_size == 0:
+        return float("inf")
+    return info.file_size / info.compress_size
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _too_big(size: int | None, max_bytes: int) -> str:
+    if size is None:
+        return f"file is larger than the {human_size(max_bytes)} limit per image"
+    return f"file is {human_size(size)}, over the {human_size(max_bytes)} limit per image"
+
+
+def _known_size(fp: IO[bytes]) -> int | None:
+    size = getattr(fp, "size", None)  # Django's UploadedFile and File
+    if isinstance(size, int):
+        return size
+    if _is_seekable(fp):
+        position = fp.tell()
+        end = fp.seek(0, os.SEEK_END)
+        fp.seek(position)
+        return end - position
+    return None
+
+
+def _is_seekable(fp: IO[bytes]) -> bool:
+    try:
+        return bool(fp.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _looks_like_zip(name: str, fp: IO[bytes]) -> bool:
+    if name.lower().endswith(".zip"):
+        return True
+    if not _is_seekable(fp):
+        return False
+    position = fp.tell()
+    head = fp.read(4)
+    fp.seek(position)
+    return head in ZIP_MAGICS

@@ -1,0 +1,58 @@
+"""Private media: every file under MEDIA_URL goes through a permission check.
+
+Only a path that an Image (file or thumbnail) or an ExportJob points at is
+served, so no request can name an arbitrary file of the storage.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.cache import patch_cache_control
+from django.views.decorators.http import require_safe
+
+from . import selectors
+
+
+@require_safe
+def media_file(request: HttpRequest, path: str) -> HttpResponse:
+    user = request.user
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+    if not (user.is_active and user.is_staff and user.has_perm("images.view_image")):
+        raise PermissionDenied
+    kind = selectors.media_file_kind(path=path)
+    if kind is None:
+        raise Http404("No such file.")
+    if kind == selectors.MediaKind.EXPORT and not user.has_perm("images.export_image"):
+        raise PermissionDenied
+
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if settings.MEDIA_SENDFILE_HEADER:
+        response = HttpResponse(content_type=content_type)
+        response[settings.MEDIA_SENDFILE_HEADER] = quote(settings.MEDIA_SENDFILE_PREFIX + path)
+    else:
+        try:
+            stream = default_storage.open(path, "rb")
+        except FileNotFoundError:
+            raise Http404("The file is missing from the storage.") from None
+        response = FileResponse(
+            stream,
+            content_type=content_type,
+            as_attachment=kind == selectors.MediaKind.EXPORT,
+            filename=path.rsplit("/", 1)[-1],
+        )
+    if kind == selectors.MediaKind.EXPORT:
+        patch_cache_control(response, private=True, no_cache=True)
+    else:
+        # Content-addressed files never change; a permission change still
+        # applies to the next page the browser loads.
+        patch_cache_control(response, private=True, max_age=3600)
+    return response
