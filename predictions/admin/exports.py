@@ -1,1 +1,260 @@
-"""Admin: exports."""
+"""Admin: label export of images, label import of reviews, and the background export jobs.
+
+`ImageExportMixin` goes on the image admin (images/admin.py), `ReviewImportMixin`
+on the review admin (predictions/admin/reviews.py); both are django-import-export
+admin mixins with this tool's rules added: CSV only, a background ExportJob above
+settings.EXPORT_SYNC_MAX_ROWS, and training-set actions.
+"""
+
+import csv
+import os
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from import_export.admin import ExportActionMixin, ImportMixin
+from import_export.formats.base_formats import CSV
+from import_export.results import RowResult
+
+from predictions.models import ExportJob
+from predictions.resources import (
+    EXPORT_RESOURCES,
+    ImageLabelResource,
+    ImageLabelWithProbabilitiesResource,
+    LabelImportResource,
+)
+from predictions.selectors.exports import training_set_rows
+from predictions.services.exports import (
+    export_job_delete,
+    labels_csv_export_start,
+    training_zip_export_start,
+)
+
+EXPORT_PERMISSION = "images.export_image"
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@admin.action(permissions=["export"], description="Export training set CSV (path,label) of selected reviewed images")
+def export_training_csv(modeladmin, request, queryset):
+    """Stream `path,label` rows of the reviewed images, the CSV `python -m ml.train --data` reads.
+
+    Paths are absolute file paths when the default storage is on this
+    machine's disk, else storage names (relative to wherever the files are
+    copied). Values are written as they are, without the formula escaping of
+    the label export: this file is read by the trainer, and an escaped label
+    would be a different class.
+    """
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(("path", "label"))
+        for row in training_set_rows(queryset=queryset, storage=default_storage):
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    filename = f"training-set-{timezone.now():%Y-%m-%d}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@admin.action(permissions=["export"], description="Build training zip (one folder per label) of selected images")
+def export_training_zip(modeladmin, request, queryset):
+    image_ids = list(queryset.filter(final_label__isnull=False).order_by("pk").values_list("pk", flat=True))
+    if not image_ids:
+        modeladmin.message_user(request, "None of the selected images is reviewed yet; no zip built.", messages.WARNING)
+        return None
+    job = training_zip_export_start(image_ids=image_ids, user=request.user)
+    return _export_started_response(modeladmin, request, job)
+
+
+def _export_started_response(modeladmin, request, job: ExportJob):
+    """Tell the user the export runs in the background, with a link to follow it."""
+    job_url = reverse("admin:predictions_exportjob_change", args=[job.pk])
+    modeladmin.message_user(
+        request,
+        format_html(
+            '{} of {} images runs in the background. <a href="{}">Follow it and download the file when done</a>.',
+            job,
+            job.total,
+            job_url,
+        ),
+        messages.INFO,
+    )
+    if request.user.has_perm("predictions.view_exportjob"):
+        return HttpResponseRedirect(job_url)
+    return HttpResponseRedirect(request.get_full_path())
+
+
+class ImageExportMixin(ExportActionMixin):
+    """Label export for the image changelist: the Export button (current filters and
+    search), the "Export selected" action, and the training-set actions.
+
+    Up to settings.EXPORT_SYNC_MAX_ROWS rows the file is the response, as
+    import-export makes it; above, an ExportJob writes it in the cluster.
+    """
+
+    resource_classes = [ImageLabelResource, ImageLabelWithProbabilitiesResource]
+    show_change_form_export = False  # one image's row is on its page already
+    # CSV only: the format the background export writes, and the one the
+    # formula neutralisation is made for.
+    export_formats = [CSV]
+
+    def get_export_resource_kwargs(self, request, **kwargs):
+        return {**super().get_export_resource_kwargs(request, **kwargs), "base_url": request.build_absolute_uri("/")}
+
+    def get_valid_export_item_pks(self, request):
+        # The library's default lists every image id in the table; only the
+        # posted ids the user's changelist can show are valid.
+        posted = request.POST.getlist("export_items")
+        return list(self.get_queryset(request).filter(pk__in=posted).values_list("pk", flat=True))
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if self.has_export_permission(request):
+            for action in (export_training_csv, export_training_zip):
+                actions[action.__name__] = self.get_action(action)
+        return actions
+
+    def _export_in_background(self, request, queryset, *, resource_class, fields=None):
+        job = labels_csv_export_start(
+            image_ids=list(queryset.values_list("pk", flat=True)),
+            user=request.user,
+            resource_key=resource_class.export_key,
+            fields=fields,
+            base_url=request.build_absolute_uri("/"),
+        )
+        return _export_started_response(self, request, job)
+
+    def _do_file_export(self, file_format, request, queryset, export_form=None):
+        # The one place import-export turns a chosen queryset into a response
+        # (Export button and "Export selected" alike): big ones go to the cluster.
+        if queryset.count() > settings.EXPORT_SYNC_MAX_ROWS:
+            if not self.has_export_permission(request):
+                raise PermissionDenied
+            return self._export_in_background(
+                request,
+                queryset,
+                resource_class=self.choose_export_resource_class(export_form, request),
+                fields=self.get_export_resource_fields_from_form(export_form),
+            )
+        return super()._do_file_export(file_format, request, queryset, export_form=export_form)
+
+    def export_admin_action(self, request, queryset):
+        # A selection too big for the request goes straight to the cluster with
+        # every column: posting its ids back through the export form would
+        # exceed Django's form-field limit.
+        if queryset.count() > settings.EXPORT_SYNC_MAX_ROWS:
+            return self._export_in_background(request, queryset, resource_class=ImageLabelResource)
+        return super().export_admin_action(request, queryset)
+
+
+class ReviewImportMixin(ImportMixin):
+    """Import existing labels (sha256 or file name, label) as Reviews, with the dry-run preview.
+
+    Each row becomes a Review by the importing user with source "Imported";
+    any unknown image or label is shown per row and nothing is applied.
+    Needs predictions.import_review (Leads).
+    """
+
+    resource_classes = [LabelImportResource]
+    import_formats = [CSV]
+
+    def add_success_message(self, result, request):
+        if result.has_errors() or result.has_validation_errors():
+            # Rolled back (the data changed between preview and confirm).
+            messages.error(request, "Nothing imported: some rows are no longer valid. Upload the file again to see why.")
+            return
+        created = result.totals[RowResult.IMPORT_TYPE_NEW]
+        messages.success(request, f"Import finished: {created} label(s) recorded as imported reviews.")
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "kind", "status", "progress", "created_by", "created_at", "finished_at", "download"]
+    list_filter = ["kind", "status"]
+    list_select_related = ["created_by"]
+    readonly_fields = [
+        "kind", "status", "progress", "download", "error", "created_by", "created_at", "finished_at", "columns",
+    ]  # fmt: skip
+    fields = readonly_fields
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False  # made by the export actions
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, job: ExportJob) -> str:
+        if not job.total:
+            return "-"
+        return f"{job.done} / {job.total} ({job.done * 100 // job.total}%)"
+
+    @admin.display(description="columns")
+    def columns(self, job: ExportJob) -> str:
+        if job.kind != "labels_csv":
+            return "-"
+        resource = EXPORT_RESOURCES.get(job.params.get("resource"), ImageLabelResource)
+        return f"{resource.Meta.name}: " + (", ".join(job.params.get("fields") or []) or "all")
+
+    @admin.display(description="file")
+    def download(self, job: ExportJob) -> str:
+        if job.status != ExportJob.Status.DONE or not job.file:
+            return "-"
+        return format_html(
+            '<a href="{}">Download {}</a>',
+            reverse("admin:predictions_exportjob_download", args=[job.pk]),
+            os.path.basename(job.file.name),
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:object_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="predictions_exportjob_download",
+            ),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request, object_id: int):
+        """Stream a finished export's file to a user who may export images."""
+        if not (self.has_view_permission(request) and request.user.has_perm(EXPORT_PERMISSION)):
+            raise PermissionDenied
+        job = get_object_or_404(ExportJob, pk=object_id)
+        if job.status != ExportJob.Status.DONE or not job.file:
+            raise Http404("This export has no file yet.")
+        try:
+            handle = default_storage.open(job.file.name, "rb")
+        except FileNotFoundError as exc:
+            raise Http404("The export's file is gone from the storage.") from exc
+        return FileResponse(handle, as_attachment=True, filename=os.path.basename(job.file.name))
+
+    def changelist_view(self, request, extra_context=None):
+        running = ExportJob.objects.filter(status__in=[ExportJob.Status.QUEUED, ExportJob.Status.RUNNING]).exists()
+        return super().changelist_view(request, {**(extra_context or {}), "exports_running": running})
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The page reloads itself while the file is being written (see the template).
+        context["export_running"] = obj is not None and obj.status in (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def delete_model(self, request, obj):
+        export_job_delete(job=obj)
+
+    def delete_queryset(self, request, queryset):
+        for job in queryset:
+            export_job_delete(job=job)

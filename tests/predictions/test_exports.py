@@ -1,0 +1,428 @@
+"""The label export of the image changelist, the background export and the training-set exports."""
+
+import csv
+import io
+import zipfile
+
+import pytest
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from images.models import Image
+from predictions.models import ExportJob, Label, Prediction
+from predictions.resources import (
+    ImageLabelResource,
+    ImageLabelWithProbabilitiesResource,
+    escape_formula,
+    unescape_formula,
+)
+from predictions.services.exports import label_folder_name, labels_csv_export_start, labels_csv_write
+from predictions.services.reviews import review_submit, review_undo
+from tests.conftest import DEMO_CLASSES
+
+EXPORT_URL = "admin:images_image_export"
+CHANGELIST_URL = "admin:images_image_changelist"
+HOSTILE_TEXTS = ['=HYPERLINK("http://evil.example","click")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def export_form_data(resource=ImageLabelResource, index: int = 0, **extra) -> dict:
+    """The export form as the admin page posts it: CSV, this resource, every column ticked."""
+    data = {"format": "0", "resource": str(index)}
+    for field_name in resource().get_export_order():
+        data[f"{resource.__name__.lower()}_{field_name}"] = "on"
+    return {**data, **extra}
+
+
+def parse_csv(content: bytes | str) -> list[dict]:
+    text = content.decode("utf-8") if isinstance(content, bytes) else content
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def response_bytes(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def export(client, query: str = "", **data) -> list[dict]:
+    response = client.post(reverse(EXPORT_URL) + query, export_form_data(**data))
+    assert response.status_code == 200, response.content[:500]
+    assert response["Content-Type"].startswith("text/csv")
+    return parse_csv(response.content)
+
+
+@pytest.fixture
+def labels(active_model_version):
+    return {label.name: label for label in Label.objects.all()}
+
+
+# --- the immediate export --------------------------------------------------------------
+
+
+def test_export_rows_field_by_field(client_for, lead, reviewer, second_reviewer, labels, image_factory, prediction_factory):
+    agreed_then_undone = prediction_factory(label="square", confidence=0.8, name="a.jpg")
+    image_a = agreed_then_undone.image
+    review_submit(image=image_a, reviewer=reviewer, label=labels["square"], prediction=agreed_then_undone)
+    correction = review_submit(image=image_a, reviewer=second_reviewer, label=labels["star"], prediction=agreed_then_undone)
+    review_undo(review=correction)  # the first decision (agreeing) is current again
+    predicted_only = prediction_factory(label="circle", confidence=0.55, name="b.jpg")
+    disagreed = prediction_factory(label="cross", confidence=0.4, name="c.jpg")
+    review_submit(image=disagreed.image, reviewer=second_reviewer, label=labels["triangle"], prediction=disagreed)
+    not_predicted = image_factory(name="d.jpg", uploaded_by=lead)
+
+    rows = {row["original_name"]: row for row in export(client_for(lead))}
+
+    assert set(rows) == {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}
+    image_a.refresh_from_db()
+    a = rows["a.jpg"]
+    assert a["id"] == str(image_a.pk)
+    assert a["sha256"] == image_a.sha256
+    assert a["image_url"] == f"http://testserver/media/{image_a.file.name}"
+    assert a["model_version"] == "tiny-v1"
+    assert a["predicted_label"] == "square"
+    assert float(a["confidence"]) == pytest.approx(0.8)
+    assert a["final_label"] == "square"
+    assert a["reviewed_by"] == "reviewer"
+    assert a["reviewed_at"] == image_a.reviewed_at.isoformat(timespec="seconds")
+    assert a["agreed_with_model"] == "1"
+    assert a["review_count"] == "1"  # the undone correction does not count
+
+    b = rows["b.jpg"]
+    assert (b["predicted_label"], b["final_label"], b["reviewed_by"], b["agreed_with_model"], b["review_count"]) == (
+        "circle", "", "", "", "0",
+    )  # fmt: skip
+    c = rows["c.jpg"]
+    assert (c["predicted_label"], c["final_label"], c["agreed_with_model"]) == ("cross", "triangle", "0")
+    d = rows["d.jpg"]
+    assert (d["model_version"], d["predicted_label"], d["confidence"], d["uploaded_by"]) == ("", "", "", "lead")
+    assert d["uploaded_at"] == not_predicted.uploaded_at.isoformat(timespec="seconds")
+
+
+def test_export_with_probabilities_has_one_column_per_class(client_for, lead, prediction_factory):
+    prediction = prediction_factory(label="star", confidence=0.7, name="p.jpg")
+
+    response = client_for(lead).post(
+        reverse(EXPORT_URL), export_form_data(ImageLabelWithProbabilitiesResource, index=1)
+    )
+
+    (row,) = parse_csv(response.content)
+    assert [float(row[f"prob_{name}"]) for name in DEMO_CLASSES] == pytest.approx(prediction.probabilities)
+    assert row["predicted_label"] == "star"
+
+
+def test_export_follows_the_changelist_filters_and_search(client_for, lead, labels, prediction_factory):
+    prediction_factory(label="square", name="cat-1.jpg")
+    prediction_factory(label="square", name="dog-1.jpg")
+    prediction_factory(label="circle", name="cat-2.jpg")
+    client = client_for(lead)
+
+    by_label = export(client, f"?predicted_label={labels['square'].pk}")
+    by_search = export(client, "?q=cat")
+    both = export(client, f"?predicted_label={labels['square'].pk}&q=cat")
+
+    assert sorted(row["original_name"] for row in by_label) == ["cat-1.jpg", "dog-1.jpg"]
+    assert sorted(row["original_name"] for row in by_search) == ["cat-1.jpg", "cat-2.jpg"]
+    assert [row["original_name"] for row in both] == ["cat-1.jpg"]
+
+
+def test_export_of_selected_images_only_has_those(client_for, lead, image_factory):
+    chosen, _other = image_factory(name="chosen.jpg"), image_factory(name="other.jpg")
+    client = client_for(lead)
+
+    form_page = client.post(
+        reverse(CHANGELIST_URL), {"action": "export_admin_action", "_selected_action": [chosen.pk]}
+    )
+    assert form_page.status_code == 200
+    rows = export(client, export_items=[str(chosen.pk)])
+
+    assert [row["original_name"] for row in rows] == ["chosen.jpg"]
+
+
+def test_export_columns_can_be_chosen(client_for, lead, image_factory):
+    image_factory(name="x.jpg")
+    data = export_form_data()
+    for field_name in ImageLabelResource().get_export_order():
+        if field_name not in ("sha256", "final_label"):
+            data.pop(f"imagelabelresource_{field_name}")
+
+    response = client_for(lead).post(reverse(EXPORT_URL), data)
+
+    assert list(parse_csv(response.content)[0]) == ["sha256", "final_label"]
+
+
+# --- spreadsheet formulas ------------------------------------------------------------------
+
+
+def test_escape_formula_quotes_text_that_a_spreadsheet_would_run():
+    for text in HOSTILE_TEXTS:
+        assert escape_formula(text) == "'" + text
+        assert unescape_formula(escape_formula(text)) == text
+    assert escape_formula("cat.jpg") == "cat.jpg"
+    assert escape_formula("it's fine") == "it's fine"
+    # Numbers are not text: they stay numbers, a negative one too.
+    assert escape_formula(-0.25) == -0.25
+    assert escape_formula(-3) == -3
+    assert escape_formula(None) is None
+
+
+def hostile_dataset(labels, prediction_factory, reviewer):
+    hostile_label = Label.objects.create(name="=cmd|' /C calc'!A0", order=99)
+    for number, text in enumerate(HOSTILE_TEXTS):
+        prediction = prediction_factory(label="square", confidence=0.9, name=text)
+        review_submit(image=prediction.image, reviewer=reviewer, label=hostile_label, prediction=prediction)
+    return hostile_label
+
+
+def assert_neutralised(rows, hostile_label):
+    assert sorted(row["original_name"] for row in rows) == sorted("'" + text for text in HOSTILE_TEXTS)
+    for row in rows:
+        assert row["final_label"] == "'" + hostile_label.name
+        assert row["predicted_label"] == "square"
+        assert row["confidence"] == "0.9"  # a number, not quoted
+        assert row["review_count"] == "1"
+        # Nothing in the file starts a formula any more.
+        assert not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in row.values())
+
+
+def test_immediate_export_neutralises_formulas(client_for, lead, reviewer, labels, prediction_factory):
+    hostile_label = hostile_dataset(labels, prediction_factory, reviewer)
+
+    rows = export(client_for(lead))
+
+    assert_neutralised(rows, hostile_label)
+
+
+def test_background_export_neutralises_formulas(
+    client_for, lead, reviewer, labels, prediction_factory, settings, django_capture_on_commit_callbacks
+):
+    hostile_label = hostile_dataset(labels, prediction_factory, reviewer)
+    settings.EXPORT_SYNC_MAX_ROWS = 2
+    client = client_for(lead)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse(EXPORT_URL), export_form_data())
+
+    job = ExportJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:predictions_exportjob_change", args=[job.pk])
+    job.refresh_from_db()
+    assert (job.status, job.done, job.total) == (ExportJob.Status.DONE, len(HOSTILE_TEXTS), len(HOSTILE_TEXTS))
+    download = client.get(reverse("admin:predictions_exportjob_download", args=[job.pk]))
+    assert download.status_code == 200
+    assert_neutralised(parse_csv(response_bytes(download)), hostile_label)
+
+
+def test_background_and_immediate_exports_write_the_same_rows(
+    client_for, lead, reviewer, labels, prediction_factory, settings, django_capture_on_commit_callbacks
+):
+    hostile_dataset(labels, prediction_factory, reviewer)
+    client = client_for(lead)
+    immediate = client.post(reverse(EXPORT_URL), export_form_data()).content
+
+    settings.EXPORT_SYNC_MAX_ROWS = 0
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse(EXPORT_URL), export_form_data())
+    job = ExportJob.objects.get()
+    background = response_bytes(client.get(reverse("admin:predictions_exportjob_download", args=[job.pk])))
+
+    assert background == immediate
+
+
+# --- permissions --------------------------------------------------------------------------
+
+
+def test_reviewer_cannot_export(client_for, reviewer, image_factory):
+    image_factory()
+    client = client_for(reviewer)
+
+    changelist = client.get(reverse(CHANGELIST_URL))
+    assert changelist.status_code == 200
+    assert reverse(EXPORT_URL) not in changelist.content.decode()
+    assert b"export_admin_action" not in changelist.content
+    assert b"export_training_zip" not in changelist.content
+    assert client.get(reverse(EXPORT_URL)).status_code == 403
+    assert client.post(reverse(EXPORT_URL), export_form_data()).status_code == 403
+
+
+def test_lead_sees_export_button_and_actions(client_for, lead, image_factory):
+    image_factory()
+    client = client_for(lead)
+
+    changelist = client.get(reverse(CHANGELIST_URL)).content.decode()
+
+    assert reverse(EXPORT_URL) in changelist
+    for action in ("export_admin_action", "export_training_csv", "export_training_zip"):
+        assert action in changelist
+    assert client.get(reverse(EXPORT_URL)).status_code == 200
+
+
+def test_export_download_needs_the_export_permission(client_for, lead, reviewer, image_factory, django_capture_on_commit_callbacks):
+    image = image_factory()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = labels_csv_export_start(image_ids=[image.pk], user=lead)
+    url = reverse("admin:predictions_exportjob_download", args=[job.pk])
+
+    assert client_for(reviewer).get(url).status_code == 403
+    assert client_for(lead).get(url).status_code == 200
+
+
+# --- the background export at scale -------------------------------------------------------
+
+
+def bulk_images(count: int, *, start: int, version, label) -> list[int]:
+    """Image rows (no files) with a prediction each, written in bulk."""
+    images = Image.objects.bulk_create(
+        Image(
+            file=f"images/bulk/{start + n:064x}.jpg",
+            sha256=f"{start + n:064x}",
+            original_name=f"bulk-{start + n}.jpg",
+            width=8,
+            height=8,
+            format="JPEG",
+            size_bytes=100,
+        )
+        for n in range(count)
+    )
+    Prediction.objects.bulk_create(
+        Prediction(image=image, model_version=version, label=label, confidence=0.5, margin=0.1, probabilities=[0.5] * 5)
+        for image in images
+    )
+    return [image.pk for image in images]
+
+
+def run_export(image_ids, user) -> tuple[ExportJob, int]:
+    job = labels_csv_export_start(image_ids=image_ids, user=user, base_url="https://labels.example/")
+    with CaptureQueriesContext(connection) as queries:
+        labels_csv_write(job_id=job.pk)
+    job.refresh_from_db()
+    return job, len(queries)
+
+
+def test_background_export_queries_do_not_grow_with_rows(lead, labels, active_model_version):
+    small_ids = bulk_images(1000, start=0, version=active_model_version, label=labels["circle"])
+    large_ids = small_ids + bulk_images(2000, start=10_000, version=active_model_version, label=labels["star"])
+
+    small_job, small_queries = run_export(small_ids, lead)
+    large_job, large_queries = run_export(large_ids, lead)
+
+    # One read and one progress update per 2000 rows, plus a fixed few.
+    assert large_queries - small_queries <= 3
+    assert large_queries < 20
+    assert (large_job.status, large_job.done, large_job.total) == (ExportJob.Status.DONE, 3000, 3000)
+    with default_storage.open(large_job.file.name, "rb") as handle:
+        rows = parse_csv(handle.read())
+    assert large_job.file.name == f"exports/{large_job.pk}-labels.csv"
+    assert [int(row["id"]) for row in rows] == large_ids
+    assert rows[0]["image_url"] == "https://labels.example/media/images/bulk/" + f"{0:064x}.jpg"
+    assert {row["predicted_label"] for row in rows} == {"circle", "star"}
+
+
+def test_background_export_rerun_is_idempotent(lead, image_factory, django_capture_on_commit_callbacks):
+    image = image_factory()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = labels_csv_export_start(image_ids=[image.pk], user=lead)
+    job.refresh_from_db()
+    first_name = job.file.name
+    labels_csv_write(job_id=job.pk)  # redelivered after it finished: nothing to do
+    ExportJob.objects.filter(pk=job.pk).update(status=ExportJob.Status.RUNNING)
+
+    labels_csv_write(job_id=job.pk)  # redelivered after a worker died mid-way: written again
+
+    job.refresh_from_db()
+    assert (job.status, job.file.name) == (ExportJob.Status.DONE, first_name)
+    job_files = [name for name in default_storage.listdir("exports")[1] if name.startswith(f"{job.pk}-")]
+    assert job_files == [first_name.split("/")[-1]]
+
+
+def test_large_selection_goes_to_the_background(client_for, lead, image_factory, settings, django_capture_on_commit_callbacks):
+    images = [image_factory(name=f"s{n}.jpg") for n in range(3)]
+    settings.EXPORT_SYNC_MAX_ROWS = 2
+    client = client_for(lead)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse(CHANGELIST_URL), {"action": "export_admin_action", "_selected_action": [i.pk for i in images]}
+        )
+
+    job = ExportJob.objects.get()
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == ExportJob.Status.DONE
+    changelist = client.get(reverse("admin:predictions_exportjob_changelist")).content.decode()
+    assert reverse("admin:predictions_exportjob_download", args=[job.pk]) in changelist
+    assert "3 / 3" in changelist
+
+
+# --- training set --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reviewed_images(labels, reviewer, image_factory):
+    """Two circles, one square, and one image nobody reviewed."""
+    images = {
+        "c1": image_factory(name="c1.jpg"),
+        "c2": image_factory(name="c2.jpg"),
+        "s1": image_factory(name="s1.jpg"),
+        "unreviewed": image_factory(name="u.jpg"),
+    }
+    for key, label in (("c1", "circle"), ("c2", "circle"), ("s1", "square")):
+        review_submit(image=images[key], reviewer=reviewer, label=labels[label])
+    return images
+
+
+def test_training_csv_is_read_by_ml_train(client_for, lead, reviewed_images, tmp_path):
+    from ml.train import load_samples
+
+    response = client_for(lead).post(
+        reverse(CHANGELIST_URL),
+        {"action": "export_training_csv", "_selected_action": [image.pk for image in reviewed_images.values()]},
+    )
+    assert response.status_code == 200
+    csv_path = tmp_path / "training.csv"
+    csv_path.write_bytes(response_bytes(response))
+
+    samples, class_names = load_samples(csv_path)
+
+    assert class_names == ["circle", "square"]
+    expected = {
+        default_storage.path(reviewed_images[key].file.name): label
+        for key, label in (("c1", "circle"), ("c2", "circle"), ("s1", "square"))
+    }
+    assert {str(path): class_names[index] for path, index in samples} == expected
+    assert all(path.exists() for path, _ in samples)
+
+
+def test_training_zip_has_one_folder_per_label(client_for, lead, reviewed_images, tmp_path, django_capture_on_commit_callbacks):
+    from ml.train import load_samples
+
+    client = client_for(lead)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse(CHANGELIST_URL),
+            {"action": "export_training_zip", "_selected_action": [image.pk for image in reviewed_images.values()]},
+        )
+    job = ExportJob.objects.get(kind="training_zip")
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == ExportJob.Status.DONE, job.error
+    archive = zipfile.ZipFile(io.BytesIO(response_bytes(client.get(reverse("admin:predictions_exportjob_download", args=[job.pk])))))
+
+    names = sorted(archive.namelist())
+    assert names == sorted(
+        [f"circle/{reviewed_images[k].sha256}.jpg" for k in ("c1", "c2")]
+        + [f"square/{reviewed_images['s1'].sha256}.jpg", "labels.csv"]
+    )
+    with default_storage.open(reviewed_images["s1"].file.name, "rb") as original:
+        assert archive.read(f"square/{reviewed_images['s1'].sha256}.jpg") == original.read()
+    archive.extractall(tmp_path)
+    for data in (tmp_path, tmp_path / "labels.csv"):
+        samples, class_names = load_samples(data)
+        assert class_names == ["circle", "square"]
+        assert sorted(class_names[index] for _, index in samples) == ["circle", "circle", "square"]
+
+
+def test_label_folder_names_stay_inside_the_zip():
+    assert label_folder_name("cat") == "cat"
+    assert label_folder_name("../../etc") == ".._.._etc"
+    assert label_folder_name("..") == "label___"
+    assert label_folder_name("a/b\\c") == "a_b_c"
