@@ -135,7 +135,8 @@ class ReviewAdmin(ReviewImportMixin, admin.ModelAdmin):
     list_select_related = ("image", "label", "reviewer")
     date_hierarchy = "created_at"
     raw_id_fields = ("image", "prediction")
-    change_list_template = "admin/predictions/review/change_list.html"
+    # Import-export's changelist (the Import button) with the review screen's link added.
+    import_export_change_list_template = "admin/predictions/review/change_list.html"
 
     # The history is never edited or deleted (that would also leave the images'
     # current labels stale): decisions are made on the screen or the image

@@ -45,13 +45,50 @@ def image_factory(db):
 
 
 @pytest.fixture
-def prediction_factory(db, image_factory, active_model_version):
+def stub_model_version_factory(db):
+    """A valid ModelVersion (and its Labels) whose checkpoint is a placeholder.
+
+    For tests of rows made without the model: no 45 MB checkpoint to build
+    and write per test. Use model_version_factory when the weights are loaded.
+    """
+    from django.core.files.base import ContentFile
+
+    from predictions.models import Label, ModelVersion
+
+    def create(name: str = "stub-v1", *, active: bool = True, class_names: list[str] | None = None) -> ModelVersion:
+        class_names = class_names or list(DEMO_CLASSES)
+        for order, class_name in enumerate(class_names):
+            Label.objects.get_or_create(
+                name=class_name, defaults={"order": order, "key": str(order + 1) if order < 9 else ""}
+            )
+        version = ModelVersion(
+            name=name,
+            class_names=class_names,
+            input_size=32,
+            mean=[0.485, 0.456, 0.406],
+            std=[0.229, 0.224, 0.225],
+            validation_status=ModelVersion.Validation.VALID,
+            is_active=active,
+        )
+        version.checkpoint.save(f"{name}.pth", ContentFile(b"placeholder, never loaded"), save=False)
+        if active:
+            ModelVersion.objects.filter(is_active=True).update(is_active=False)
+        version.save()
+        return version
+
+    return create
+
+
+@pytest.fixture
+def prediction_factory(db, image_factory, stub_model_version_factory):
     """prediction_factory(confidence=.6, label="square") -> Prediction for a new (or given) image.
 
-    The remaining probability is split over the other classes so that the
-    margin (top-1 minus top-2) follows from the confidence, as in real rows.
+    The version is the given one, else the active one (a stub version is made
+    when there is none). The remaining probability is split over the other
+    classes so that the margin (top-1 minus top-2) follows from the confidence,
+    as in real rows.
     """
-    from predictions.models import Label, Prediction
+    from predictions.models import Label, ModelVersion, Prediction
 
     def create(
         *,
@@ -62,7 +99,11 @@ def prediction_factory(db, image_factory, active_model_version):
         runner_up: float | None = None,
         **image_fields,
     ) -> Prediction:
-        version = model_version or active_model_version
+        version = (
+            model_version
+            or ModelVersion.objects.filter(is_active=True).first()
+            or stub_model_version_factory()
+        )
         class_names = list(version.class_names)
         top = class_names.index(label)
         others = [i for i in range(len(class_names)) if i != top]
