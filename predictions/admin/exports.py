@@ -94,7 +94,8 @@ def _export_started_response(modeladmin, request, job: ExportJob):
     )
     if request.user.has_perm("predictions.view_exportjob"):
         return HttpResponseRedirect(job_url)
-    return HttpResponseRedirect(request.get_full_path())
+    changelist_url = reverse(f"admin:{modeladmin.opts.app_label}_{modeladmin.opts.model_name}_changelist")
+    return HttpResponseRedirect(f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url)
 
 
 class ImageExportMixin(ExportActionMixin):
@@ -174,7 +175,9 @@ class ReviewImportMixin(ImportMixin):
     def add_success_message(self, result, request):
         if result.has_errors() or result.has_validation_errors():
             # Rolled back (the data changed between preview and confirm).
-            messages.error(request, "Nothing imported: some rows are no longer valid. Upload the file again to see why.")
+            messages.error(
+                request, "Nothing imported: some rows are no longer valid. Upload the file again to see why."
+            )
             return
         created = result.totals[RowResult.IMPORT_TYPE_NEW]
         messages.success(request, f"Import finished: {created} label(s) recorded as imported reviews.")
@@ -249,7 +252,8 @@ class ExportJobAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # The page reloads itself while the file is being written (see the template).
-        context["export_running"] = obj is not None and obj.status in (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING)
+        running = (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING)
+        context["export_running"] = obj is not None and obj.status in running
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def delete_model(self, request, obj):

@@ -69,7 +69,9 @@ def storage_training_path(*, storage: Storage, name: str) -> str:
         return name
 
 
-def training_set_rows(*, queryset: QuerySet[Image], storage: Storage, chunk_size: int = 2000) -> Iterator[tuple[str, str]]:
+def training_set_rows(
+    *, queryset: QuerySet[Image], storage: Storage, chunk_size: int = 2000
+) -> Iterator[tuple[str, str]]:
     """(path, label) for the reviewed images of `queryset`, streamed in chunks."""
     reviewed = (
         queryset.prefetch_related(None)

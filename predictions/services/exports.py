@@ -9,7 +9,6 @@ stays flat whatever the row count. The label rows come from the same
 
 import csv
 import io
-import logging
 import os
 import re
 import shutil
@@ -26,14 +25,7 @@ from django_q.tasks import async_task
 from images.models import Image
 from predictions.models import ExportJob
 from predictions.resources import EXPORT_RESOURCES, ImageLabelResource
-from predictions.selectors.exports import (
-    chunked,
-    export_job_images,
-    export_model_version,
-    image_export_queryset,
-)
-
-logger = logging.getLogger(__name__)
+from predictions.selectors.exports import chunked, export_job_images, export_model_version
 
 EXPORTS_FOLDER = "exports"
 LABELS_CSV = "labels_csv"
@@ -204,8 +196,9 @@ def training_zip_write(*, job_id: int) -> None:
                         extension = os.path.splitext(image.file.name)[1].lower() or f".{image.format.lower()}"
                         member = f"{label_folder_name(image.final_label.name)}/{image.sha256}{extension}"
                         try:
-                            with default_storage.open(image.file.name, "rb") as source, archive.open(member, "w") as target:
-                                shutil.copyfileobj(source, target, 1024 * 1024)
+                            with default_storage.open(image.file.name, "rb") as source:
+                                with archive.open(member, "w") as target:
+                                    shutil.copyfileobj(source, target, 1024 * 1024)
                         except FileNotFoundError:
                             missing.append(image.original_name)
                             continue

@@ -59,11 +59,15 @@ def labels(active_model_version):
 # --- the immediate export --------------------------------------------------------------
 
 
-def test_export_rows_field_by_field(client_for, lead, reviewer, second_reviewer, labels, image_factory, prediction_factory):
+def test_export_rows_field_by_field(
+    client_for, lead, reviewer, second_reviewer, labels, image_factory, prediction_factory
+):
     agreed_then_undone = prediction_factory(label="square", confidence=0.8, name="a.jpg")
     image_a = agreed_then_undone.image
     review_submit(image=image_a, reviewer=reviewer, label=labels["square"], prediction=agreed_then_undone)
-    correction = review_submit(image=image_a, reviewer=second_reviewer, label=labels["star"], prediction=agreed_then_undone)
+    correction = review_submit(
+        image=image_a, reviewer=second_reviewer, label=labels["star"], prediction=agreed_then_undone
+    )
     review_undo(review=correction)  # the first decision (agreeing) is current again
     predicted_only = prediction_factory(label="circle", confidence=0.55, name="b.jpg")
     disagreed = prediction_factory(label="cross", confidence=0.4, name="c.jpg")
@@ -256,7 +260,9 @@ def test_lead_sees_export_button_and_actions(client_for, lead, image_factory):
     assert client.get(reverse(EXPORT_URL)).status_code == 200
 
 
-def test_export_download_needs_the_export_permission(client_for, lead, reviewer, image_factory, django_capture_on_commit_callbacks):
+def test_export_download_needs_the_export_permission(
+    client_for, lead, reviewer, image_factory, django_capture_on_commit_callbacks
+):
     image = image_factory()
     with django_capture_on_commit_callbacks(execute=True):
         job = labels_csv_export_start(image_ids=[image.pk], user=lead)
@@ -334,7 +340,9 @@ def test_background_export_rerun_is_idempotent(lead, image_factory, django_captu
     assert job_files == [first_name.split("/")[-1]]
 
 
-def test_large_selection_goes_to_the_background(client_for, lead, image_factory, settings, django_capture_on_commit_callbacks):
+def test_large_selection_goes_to_the_background(
+    client_for, lead, image_factory, settings, django_capture_on_commit_callbacks
+):
     images = [image_factory(name=f"s{n}.jpg") for n in range(3)]
     settings.EXPORT_SYNC_MAX_ROWS = 2
     client = client_for(lead)
@@ -392,7 +400,9 @@ def test_training_csv_is_read_by_ml_train(client_for, lead, reviewed_images, tmp
     assert all(path.exists() for path, _ in samples)
 
 
-def test_training_zip_has_one_folder_per_label(client_for, lead, reviewed_images, tmp_path, django_capture_on_commit_callbacks):
+def test_training_zip_has_one_folder_per_label(
+    client_for, lead, reviewed_images, tmp_path, django_capture_on_commit_callbacks
+):
     from ml.train import load_samples
 
     client = client_for(lead)
@@ -405,7 +415,8 @@ def test_training_zip_has_one_folder_per_label(client_for, lead, reviewed_images
     assert response.status_code == 302
     job.refresh_from_db()
     assert job.status == ExportJob.Status.DONE, job.error
-    archive = zipfile.ZipFile(io.BytesIO(response_bytes(client.get(reverse("admin:predictions_exportjob_download", args=[job.pk])))))
+    download = client.get(reverse("admin:predictions_exportjob_download", args=[job.pk]))
+    archive = zipfile.ZipFile(io.BytesIO(response_bytes(download)))
 
     names = sorted(archive.namelist())
     assert names == sorted(
@@ -426,3 +437,36 @@ def test_label_folder_names_stay_inside_the_zip():
     assert label_folder_name("../../etc") == ".._.._etc"
     assert label_folder_name("..") == "label___"
     assert label_folder_name("a/b\\c") == "a_b_c"
+
+
+def test_immediate_export_queries_do_not_grow_with_rows(client_for, lead, labels, active_model_version):
+    client = client_for(lead)
+    bulk_images(5, start=0, version=active_model_version, label=labels["circle"])
+    with CaptureQueriesContext(connection) as few:
+        assert len(export(client)) == 5
+    bulk_images(200, start=1000, version=active_model_version, label=labels["square"])
+    with CaptureQueriesContext(connection) as many:
+        assert len(export(client)) == 205
+
+    assert len(many) == len(few)
+
+
+def test_export_job_page_reloads_until_done_and_delete_removes_the_file(
+    client_for, lead, image_factory, django_capture_on_commit_callbacks
+):
+    client = client_for(lead)
+    waiting = labels_csv_export_start(image_ids=[image_factory().pk], user=lead)  # its task is never run
+    page = client.get(reverse("admin:predictions_exportjob_change", args=[waiting.pk])).content.decode()
+    assert 'http-equiv="refresh"' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        done = labels_csv_export_start(image_ids=[image_factory().pk], user=lead)
+    done.refresh_from_db()
+    page = client.get(reverse("admin:predictions_exportjob_change", args=[done.pk])).content.decode()
+    assert 'http-equiv="refresh"' not in page
+    assert reverse("admin:predictions_exportjob_download", args=[done.pk]) in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("admin:predictions_exportjob_delete", args=[done.pk]), {"post": "yes"})
+
+    assert not ExportJob.objects.filter(pk=done.pk).exists()
+    assert not default_storage.exists(done.file.name)

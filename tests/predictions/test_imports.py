@@ -120,8 +120,9 @@ def test_ambiguous_file_name_asks_for_the_sha256(lead, images, image_factory):
     from import_export.formats.base_formats import CSV
 
     image_factory(name="plain.jpg")
+    dataset = CSV().create_dataset("original_name,label\nplain.jpg,square\n")
 
-    result = LabelImportResource().import_data(CSV().create_dataset("original_name,label\nplain.jpg,square\n"), user=lead)
+    result = LabelImportResource().import_data(dataset, user=lead)
 
     (row,) = result.invalid_rows
     assert "2 images have original_name 'plain.jpg'" in row.error_dict["image"][0]
@@ -138,9 +139,10 @@ def test_file_without_the_needed_columns_is_refused(client_for, lead, images):
 
 def test_import_needs_the_import_permission(client_for, reviewer, lead, images):
     reviewer_client = client_for(reviewer)
+    changelist = reverse("admin:predictions_review_changelist")
 
-    assert reverse(IMPORT_URL) not in reviewer_client.get(reverse("admin:predictions_review_changelist")).content.decode()
+    assert reverse(IMPORT_URL) not in reviewer_client.get(changelist).content.decode()
     assert reviewer_client.get(reverse(IMPORT_URL)).status_code == 403
     assert preview(reviewer_client, f"sha256,label\n{images['square'].sha256},square\n").status_code == 403
     assert not Review.objects.exists()
-    assert reverse(IMPORT_URL) in client_for(lead).get(reverse("admin:predictions_review_changelist")).content.decode()
+    assert reverse(IMPORT_URL) in client_for(lead).get(changelist).content.decode()
