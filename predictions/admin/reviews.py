@@ -50,8 +50,14 @@ class ReviewQueueForm(forms.Form):
     )
     batch = forms.ModelChoiceField(UploadBatch.objects.all(), required=False, empty_label="All batches")
     label = forms.ModelChoiceField(Label.objects.all(), required=False, empty_label="Any", label="Predicted label")
-    confidence_min = forms.FloatField(min_value=0, max_value=1, required=False, label="Confidence from")
-    confidence_max = forms.FloatField(min_value=0, max_value=1, required=False, label="to")
+    confidence_min = forms.FloatField(
+        min_value=0, max_value=1, required=False, label="Confidence from",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "0"}),
+    )
+    confidence_max = forms.FloatField(
+        min_value=0, max_value=1, required=False, label="to",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "1"}),
+    )
 
     def clean(self):
         cleaned = super().clean()
@@ -226,6 +232,7 @@ class ReviewAdmin(ReviewImportMixin, admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Review images",
+            "is_nav_sidebar_enabled": False,  # the image gets the room
             "form": form,
             "model_version": model_version,
             "shortcuts": shortcuts,

@@ -34,6 +34,9 @@
         moreLeft: config.more_left,
         reviewedToday: config.reviewed_today,
         decisions: [],      // promises of review ids, newest last, for undo
+        // Images whose decision or skip is still on its way: the server may not
+        // know yet, so `next` must not hand them back.
+        pending: new Set(),
         fetching: null,     // the pending `next` request, if any
         exhausted: false,   // the server had nothing more to give
     };
@@ -139,9 +142,9 @@
         const missing = HOLD - state.items.length;
         if (missing <= 0 || state.fetching || state.exhausted) return state.fetching || Promise.resolve();
         const held = state.items.map((item) => item.image.id);
-        state.fetching = post(config.urls.next, {count: missing, exclude: held})
+        state.fetching = post(config.urls.next, {count: missing, exclude: held.concat([...state.pending])})
             .then((data) => {
-                const known = new Set(state.items.map((item) => item.image.id));
+                const known = new Set(state.items.map((item) => item.image.id).concat([...state.pending]));
                 const fresh = data.items.filter((item) => !known.has(item.image.id));
                 fresh.forEach(preload);
                 const wasEmpty = state.items.length === 0;
@@ -172,8 +175,9 @@
         const fields = {image: item.image.id, prediction: item.prediction.id, label: label, seconds: secondsSpent()};
         state.items.shift();
         state.left -= 1;
+        state.pending.add(item.image.id);
         show();
-        const decision = post(config.urls.decide, fields).then(
+        const decision = post(config.urls.decide, fields).finally(() => state.pending.delete(item.image.id)).then(
             (data) => {
                 state.reviewedToday = data.reviewed_today;
                 renderCounters();
@@ -195,8 +199,11 @@
         if (!item) return;
         // A skipped image comes back once nothing else is left, so there is something to ask for again.
         state.exhausted = false;
+        state.pending.add(item.image.id);
         show();
-        post(config.urls.skip, {image: item.image.id}).catch((error) => say(error.message, true));
+        post(config.urls.skip, {image: item.image.id})
+            .catch((error) => say(error.message, true))
+            .finally(() => state.pending.delete(item.image.id));
     }
 
     function undo() {
