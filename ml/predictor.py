@@ -1,0 +1,252 @@
+"""Batched inference: build a :class:`Predictor` once per process, call it many times."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ml.checkpoints import CheckpointMetadata, CheckpointSource, load_checkpoint
+from ml.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
+from ml.preprocess import eval_transform
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+# CPU flags of native bf16 arithmetic; without them bf16 is emulated and slower than fp32.
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_MAX_DECODE_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    confidence: float
+    probabilities: tuple[float, ...]
+    class_names: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def margin(self) -> float:
+        """Top-1 minus top-2 probability: small means the model hesitated."""
+        top = sorted(self.probabilities, reverse=True)
+        return top[0] - (top[1] if len(top) > 1 else 0.0)
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        ranked = sorted(
+            zip(self.class_names, self.probabilities), key=lambda pair: pair[1], reverse=True
+        )
+        return ranked[:k]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly: label, confidence and the probability of every class."""
+        return {
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": dict(zip(self.class_names, self.probabilities)),
+        }
+
+
+class Predictor:
+    """A model in eval mode on one device, with its preprocessing and class names.
+
+    Thread-safe for concurrent ``predict`` calls (inference mode mutates nothing).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        metadata: CheckpointMetadata,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_size: int = 32,
+        num_threads: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_threads:  # global to the process, so only when the caller asks
+            torch.set_num_threads(num_threads)
+        self.metadata = metadata
+        self.class_names: tuple[str, ...] = tuple(metadata.class_names)
+        self.preprocessing = metadata.preprocessing
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self._transform = eval_transform(self.preprocessing)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        source: CheckpointSource,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_size: int = 32,
+        num_threads: int | None = None,
+    ) -> Predictor:
+        loaded = load_checkpoint(source, overrides=overrides)
+        return cls(
+            loaded.model,
+            loaded.metadata,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            num_threads=num_threads,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor(arch={self.metadata.arch!r}, classes={len(self.class_names)}, "
+            f"device={str(self.device)!r}, precision={self.precision!r}, "
+            f"batch_size={self.batch_size})"
+        )
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        """Predictions for RGB images, in input order."""
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = torch.stack([self._transform(image) for image in chunk])
+            predictions.extend(self._predict_batch(batch))
+        return predictions
+
+    def predict_sources(
+        self,
+        sources: Iterable[tuple[str, ImageSource]],
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode_workers: int | None = None,
+    ) -> Iterator[tuple[str, Prediction | ImageDecodeError]]:
+        """Decode and predict ``(name, source)`` pairs, yielding in input order.
+
+        A thread pool decodes the next batch while the model runs on the current one.
+        A file that cannot be decoded yields its ImageDecodeError; the stream goes on.
+        """
+        workers = decode_workers or min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
+        chunks = _chunked(sources, self.batch_size)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ml-decode")
+        try:
+            pending = self._submit_decoding(pool, next(chunks, []), max_pixels)
+            while pending:
+                upcoming = self._submit_decoding(pool, next(chunks, []), max_pixels)
+                yield from self._predict_decoded(pending)
+                pending = upcoming
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- internals ----------------------------------------------------------------
+
+    def _submit_decoding(
+        self, pool: ThreadPoolExecutor, chunk: list[tuple[str, ImageSource]], max_pixels: int
+    ) -> list[tuple[str, Future]]:
+        return [
+            (name, pool.submit(self._decode_and_transform, name, source, max_pixels))
+            for name, source in chunk
+        ]
+
+    def _decode_and_transform(
+        self, name: str, source: ImageSource, max_pixels: int
+    ) -> torch.Tensor | ImageDecodeError:
+        try:
+            image = open_image(
+                source,
+                name=name,
+                max_pixels=max_pixels,
+                # JPEGs decode at 1/2..1/8 scale: plenty for a model input this small.
+                draft_size=2 * self.preprocessing.input_size,
+            )
+        except ImageDecodeError as exc:
+            return exc
+        return self._transform(image)
+
+    def _predict_decoded(
+        self, decoded: list[tuple[str, Future]]
+    ) -> Iterator[tuple[str, Prediction | ImageDecodeError]]:
+        results = [(name, future.result()) for name, future in decoded]
+        tensors = [r for _, r in results if isinstance(r, torch.Tensor)]
+        predictions = iter(self._predict_batch(torch.stack(tensors)) if tensors else [])
+        for name, result in results:
+            yield name, next(predictions) if isinstance(result, torch.Tensor) else result
+
+    def _predict_batch(self, batch: torch.Tensor) -> list[Prediction]:
+        probabilities = self._probabilities(batch)
+        return [self._prediction(row) for row in probabilities.tolist()]
+
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            inputs = batch.to(self.device, memory_format=torch.channels_last)
+            with self._autocast():
+                logits = self.model(inputs)
+            # Softmax in fp32: bf16 keeps only ~3 significant digits.
+            return torch.softmax(logits.float(), dim=1).cpu()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def _prediction(self, probabilities: list[float]) -> Prediction:
+        index = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return Prediction(
+            label=self.class_names[index],
+            index=index,
+            confidence=probabilities[index],
+            probabilities=tuple(probabilities),
+            class_names=self.class_names,
+        )
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is taken as asked."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(resolved)!r} was requested but CUDA is not available")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> the fastest precision the hardware runs natively."""
+    precision = _PRECISION_ALIASES.get(precision, precision)
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {precision!r}: use 'auto', {', '.join(map(repr, PRECISIONS))}"
+            )
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """oneDNN present and the CPU has bf16 instructions (AVX512-BF16 or AMX)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:  # not Linux: do not guess
+        return False
+    return any(flag in flags.split() for flag in _CPU_BF16_FLAGS)
+
+
+def _chunked(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,420 @@
+"""Training, outside the web process: the tutorial's ``train_model`` plus the plumbing
+around it (samples, split, datasets, checkpoint).
+
+    python -m ml.train --data demo_data --input-size 112 --epochs 6 --out weights/demo.pth
+
+``--data`` is an ImageFolder-style directory (one folder per class) or a CSV file with
+a ``path,label`` header (paths relative to the CSV's folder, or absolute): the export
+of reviewed labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import math
+import random
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchvision.datasets import ImageFolder
+from tqdm import tqdm
+
+from ml.checkpoints import CheckpointMetadata, save_checkpoint
+from ml.decode import ImageDecodeError, ImageSource, open_image
+from ml.models import DEFAULT_ARCH, build_model
+from ml.preprocess import Preprocessing, eval_transform, train_transform
+
+HISTORY_KEYS = ("train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1")
+
+History = dict[str, list[float]]
+EpochCallback = Callable[[int, History], None]
+
+
+def train_model(
+    model: nn.Module,
+    loss_fn: nn.Module | None,
+    optim: type[torch.optim.Optimizer] | torch.optim.Optimizer,
+    lr: float,
+    train_dl: DataLoader,
+    val_dl: DataLoader | None,
+    num_classes: int,
+    epochs: int = 20,
+    device: str = "cuda",
+    *,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    precision: str = "fp32",
+) -> History:
+    """Train ``model`` in place; return per-epoch loss, accuracy and macro-F1.
+
+    ``optim`` is an optimizer class (built with ``lr``) or a ready optimizer.
+    ``loss_fn`` defaults to cross-entropy. Accuracy is the plain fraction of correct
+    predictions; F1 is macro-averaged. ``on_epoch(epoch, history)`` is called after each
+    epoch with the 1-based epoch number. ``precision="bf16"`` trains under autocast
+    (worth it on CPUs with native bf16 and on GPUs).
+    """
+    device_ = _training_device(device)
+    model.to(device_, memory_format=torch.channels_last)
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    optimizer = optim if isinstance(optim, torch.optim.Optimizer) else optim(model.parameters(), lr=lr)
+    metrics = _Metrics(num_classes, device_)
+    autocast = _autocast_factory(precision, device_)
+    history: History = {key: [] for key in HISTORY_KEYS}
+
+    for epoch in range(1, epochs + 1):
+        label = f"epoch {epoch}/{epochs}"
+        train = _run_epoch(model, train_dl, loss_fn, metrics, device_, autocast,
+                           optimizer=optimizer, desc=f"{label} train", progress=progress)
+        val = (
+            _run_epoch(model, val_dl, loss_fn, metrics, device_, autocast,
+                       optimizer=None, desc=f"{label} val", progress=progress)
+            if val_dl is not None and len(val_dl) > 0
+            else (math.nan, math.nan, math.nan)
+        )  # fmt: skip
+        for prefix, values in (("train", train), ("val", val)):
+            for name, value in zip(("loss", "acc", "f1"), values):
+                history[f"{prefix}_{name}"].append(value)
+        if progress:
+            tqdm.write(
+                f"{label}: train loss {train[0]:.4f} acc {train[1]:.3f} | "
+                f"val loss {val[0]:.4f} acc {val[1]:.3f} f1 {val[2]:.3f}"
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return history
+
+
+def train_from_samples(
+    samples: Sequence[tuple[ImageSource, int]],
+    *,
+    class_names: Sequence[str],
+    arch: str = DEFAULT_ARCH,
+    preprocessing: Preprocessing = Preprocessing(),
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str = "auto",
+    num_workers: int = 0,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    precision: str = "fp32",
+) -> tuple[nn.Module, History, CheckpointMetadata]:
+    """Split, train and describe: returns (model on cpu in eval mode, history, metadata).
+
+    ``samples`` are (image source, class index) pairs; sources are paths or bytes
+    (file-like objects work only with ``num_workers=0``).
+    """
+    _check_labels(samples, class_names)
+    torch.manual_seed(seed)
+    train_samples, val_samples = stratified_split(samples, val_fraction=val_fraction, seed=seed)
+    loader_args = {"batch_size": batch_size, "num_workers": num_workers, "collate_fn": _collate_decoded}
+    train_dl = DataLoader(
+        ImageSamplesDataset(train_samples, train_transform(preprocessing), preprocessing),
+        shuffle=True,
+        drop_last=len(train_samples) > batch_size,  # a 1-image batch breaks BatchNorm
+        generator=torch.Generator().manual_seed(seed),
+        **loader_args,
+    )
+    val_dl = DataLoader(
+        ImageSamplesDataset(val_samples, eval_transform(preprocessing), preprocessing),
+        **loader_args,
+    )
+    model = build_model(arch, len(class_names))
+    history = train_model(
+        model, nn.CrossEntropyLoss(), torch.optim.AdamW, lr, train_dl, val_dl,
+        len(class_names), epochs, _auto_device(device),
+        on_epoch=on_epoch, progress=progress, precision=precision,
+    )  # fmt: skip
+    metadata = CheckpointMetadata(
+        arch=arch,
+        class_names=list(class_names),
+        input_size=preprocessing.input_size,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+        metrics=_final_metrics(history, len(train_samples), len(val_samples)),
+    )
+    return model.cpu().eval(), history, metadata
+
+
+def train_to_checkpoint(
+    data: str | Path,
+    out_path: str | Path,
+    *,
+    arch: str = DEFAULT_ARCH,
+    epochs: int = 6,
+    input_size: int = 112,
+    lr: float = 2e-3,
+    batch_size: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str = "auto",
+    num_workers: int = 0,
+    precision: str = "fp32",
+    progress: bool = True,
+) -> Path:
+    """Train on a directory or CSV and write the checkpoint; what the CLI does."""
+    samples, class_names = load_samples(data)
+    model, _, metadata = train_from_samples(
+        samples,
+        class_names=class_names,
+        arch=arch,
+        preprocessing=Preprocessing(input_size=input_size),
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+        precision=precision,
+    )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_path, model=model, metadata=metadata)
+    return out_path
+
+
+# --- samples ----------------------------------------------------------------------
+
+
+def load_samples(data: str | Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, class index) pairs and sorted class names, from a directory or a CSV."""
+    data = Path(data)
+    if data.is_dir():
+        folder = ImageFolder(str(data), allow_empty=True)
+        return [(Path(path), index) for path, index in folder.samples], list(folder.classes)
+    if data.suffix.lower() == ".csv":
+        return _samples_from_csv(data)
+    raise ValueError(f"{data}: expected a directory with one folder per class, or a .csv file")
+
+
+def _samples_from_csv(csv_path: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{csv_path}: expected a header with 'path' and 'label' columns")
+        rows = [(row["path"].strip(), row["label"].strip()) for row in reader]
+    rows = [(path, label) for path, label in rows if path and label]
+    class_names = sorted({label for _, label in rows})
+    index = {name: i for i, name in enumerate(class_names)}
+    # Relative paths are relative to the CSV; an absolute path stays as it is.
+    return [(csv_path.parent / path, index[label]) for path, label in rows], class_names
+
+
+def stratified_split(
+    samples: Sequence[tuple[Any, int]], *, val_fraction: float, seed: int = 0
+) -> tuple[list[tuple[Any, int]], list[tuple[Any, int]]]:
+    """The same share of every class goes to validation (at least one where possible)."""
+    by_class: dict[int, list[tuple[Any, int]]] = defaultdict(list)
+    for sample in samples:
+        by_class[sample[1]].append(sample)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        members = by_class[label][:]
+        rng.shuffle(members)
+        n_val = round(len(members) * val_fraction)
+        if val_fraction > 0 and len(members) > 1:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        val.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return train, val
+
+
+def _check_labels(samples: Sequence[tuple[Any, int]], class_names: Sequence[str]) -> None:
+    if len(class_names) < 2:
+        raise ValueError("training needs at least two classes")
+    if not samples:
+        raise ValueError("no training samples")
+    bad = {label for _, label in samples if not 0 <= label < len(class_names)}
+    if bad:
+        raise ValueError(f"labels {sorted(bad)} are outside 0..{len(class_names) - 1}")
+
+
+class ImageSamplesDataset(Dataset):
+    """(image source, label) pairs decoded safely; undecodable files are skipped."""
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[ImageSource, int]],
+        transform: Callable,
+        preprocessing: Preprocessing,
+    ) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        # JPEGs decode at reduced scale, still twice the model input: cheap and sharp.
+        self.draft_size = 2 * preprocessing.input_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        source, label = self.samples[index]
+        name = str(source) if isinstance(source, (str, Path)) else f"sample {index}"
+        try:
+            image = open_image(source, name=name, draft_size=self.draft_size)
+        except ImageDecodeError as exc:
+            warnings.warn(f"skipping {exc}", stacklevel=1)
+            return None
+        return self.transform(image), label
+
+
+def _collate_decoded(batch: list[tuple[torch.Tensor, int] | None]):
+    return default_collate([item for item in batch if item is not None])
+
+
+# --- the loop ---------------------------------------------------------------------
+
+
+class _Metrics:
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
+        self.f1 = MulticlassF1Score(num_classes=num_classes, average="macro").to(device)
+
+    def reset(self) -> None:
+        self.accuracy.reset()
+        self.f1.reset()
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        predictions = logits.argmax(dim=1)
+        self.accuracy.update(predictions, targets)
+        self.f1.update(predictions, targets)
+
+    def compute(self) -> tuple[float, float]:
+        return float(self.accuracy.compute()), float(self.f1.compute())
+
+
+def _run_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    metrics: _Metrics,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    *,
+    optimizer: torch.optim.Optimizer | None,
+    desc: str,
+    progress: bool,
+) -> tuple[float, float, float]:
+    """One pass over ``loader``: trains when given an optimizer, else evaluates."""
+    training = optimizer is not None
+    model.train(training)
+    metrics.reset()
+    total_loss, seen = 0.0, 0
+    grad_mode = contextlib.nullcontext() if training else torch.inference_mode()
+    with grad_mode:
+        for inputs, targets in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            inputs = inputs.to(device, memory_format=torch.channels_last)
+            targets = targets.to(device)
+            with autocast():
+                logits = model(inputs)
+                loss = loss_fn(logits.float(), targets)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            total_loss += loss.item() * len(targets)
+            seen += len(targets)
+            metrics.update(logits.detach(), targets)
+    if seen == 0:
+        return math.nan, math.nan, math.nan
+    return (total_loss / seen, *metrics.compute())
+
+
+def _autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(dtypes)}")
+    dtype = dtypes[precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _training_device(device: str | torch.device) -> torch.device:
+    resolved = torch.device(_auto_device(device) if device == "auto" else device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn("CUDA is not available: training on the CPU instead", stacklevel=3)
+        return torch.device("cpu")
+    return resolved
+
+
+def _auto_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _final_metrics(history: History, train_size: int, val_size: int) -> dict[str, Any]:
+    return {
+        "val_acc": history["val_acc"][-1] if history["val_acc"] else math.nan,
+        "val_f1": history["val_f1"][-1] if history["val_f1"] else math.nan,
+        "train_size": train_size,
+        "val_size": val_size,
+        "epochs": len(history["train_loss"]),
+        "history": {key: list(values) for key, values in history.items()},
+    }
+
+
+# --- command line -----------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ml.train", description="Train a classifier and write a checkpoint."
+    )
+    parser.add_argument("--data", required=True, type=Path, help="class folders or path,label CSV")
+    parser.add_argument("--arch", default=DEFAULT_ARCH)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--input-size", type=int, default=112)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint to write, e.g. weights/demo.pth")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    started = time.perf_counter()
+    out = train_to_checkpoint(
+        args.data,
+        args.out,
+        arch=args.arch,
+        epochs=args.epochs,
+        input_size=args.input_size,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.num_workers,
+        precision=args.precision,
+    )
+    elapsed = time.perf_counter() - started
+    metrics = torch.load(out, map_location="cpu", weights_only=True)["metrics"]
+    print(
+        f"wrote {out}: val accuracy {metrics['val_acc']:.4f}, val macro-F1 "
+        f"{metrics['val_f1']:.4f}, {elapsed:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
