@@ -148,13 +148,14 @@ def _repredict(modeladmin, request, image_ids) -> None:
         modeladmin.message_user(request, format_html("Queued {}.", _job_link(job)), messages.SUCCESS)
 
 
-@admin.action(description="Predict with the active model version", permissions=["change"])
+# Both image admins define has_retry_permission (whoever may upload may ask for predictions).
+@admin.action(description="Predict with the active model version", permissions=["retry"])
 def repredict_images(modeladmin, request, queryset):
     """ImageAdmin action: the selected images that the active version has not predicted yet."""
     _repredict(modeladmin, request, list(queryset.values_list("pk", flat=True)))
 
 
-@admin.action(description="Predict again with the active version", permissions=["change"])
+@admin.action(description="Predict again with the active version", permissions=["retry"])
 def repredict_batches(modeladmin, request, queryset):
     """UploadBatchAdmin action: the images of the selected batches."""
     from images.models import Image

@@ -337,3 +337,28 @@ def test_register_model_command_fails_on_a_bad_checkpoint(db, tmp_path, tiny_che
     with pytest.raises(CommandError, match=r"INVALID: tiny\S*\.pth: the checkpoint's head has 5 outputs but 2 class names"):
         call_command("register_model", str(path), "--classes-file", str(classes), stdout=io.StringIO())
     assert not ModelVersion.objects.filter(is_active=True).exists()
+
+
+# --- predicting a selection again, from the image and batch lists ----------------------
+
+
+def test_predict_again_actions_queue_what_the_active_version_lacks(
+    active_model_version, image_factory, prediction_factory, lead, client_for, django_capture_on_commit_callbacks
+):
+    from images.models import UploadBatch
+
+    batch = UploadBatch.objects.create(name="holiday photos")
+    in_batch = [image_factory(batch=batch) for _ in range(3)]
+    image_factory()  # not selected
+    prediction_factory(image=in_batch[0], model_version=active_model_version)
+    client = client_for(lead)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post("/admin/images/image/", {"action": "repredict_images", "_selected_action": [i.pk for i in in_batch]})
+        client.post("/admin/images/uploadbatch/", {"action": "repredict_batches", "_selected_action": [batch.pk]})
+
+    jobs = list(PredictionJob.objects.order_by("pk"))
+    assert [(job.reason, job.total, job.model_version) for job in jobs] == [
+        ("repredict", 2, active_model_version),
+        ("repredict", 2, active_model_version),
+    ]
