@@ -17,6 +17,7 @@ from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHt
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.cache import patch_cache_control
 from django.utils.html import format_html
 from import_export.admin import ExportActionMixin, ImportMixin
 from import_export.formats.base_formats import CSV
@@ -244,7 +245,9 @@ class ExportJobAdmin(admin.ModelAdmin):
             handle = default_storage.open(job.file.name, "rb")
         except FileNotFoundError as exc:
             raise Http404("The export's file is gone from the storage.") from exc
-        return FileResponse(handle, as_attachment=True, filename=os.path.basename(job.file.name))
+        response = FileResponse(handle, as_attachment=True, filename=os.path.basename(job.file.name))
+        patch_cache_control(response, private=True, no_cache=True)
+        return response
 
     def changelist_view(self, request, extra_context=None):
         running = ExportJob.objects.filter(status__in=[ExportJob.Status.QUEUED, ExportJob.Status.RUNNING]).exists()
