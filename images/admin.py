@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from predictions.actions import confirm_predictions, set_label
 from predictions.admin.exports import ImageExportMixin
+from predictions.admin.model_versions import repredict_batches, repredict_images
 from predictions.models import Label, ModelVersion
 
 from . import selectors, services
@@ -66,7 +67,7 @@ class ReviewStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() in selectors.ReviewStatus.values:
-            return queryset.filter(review_status=self.value())
+            return selectors.images_with_review_status(queryset, self.value())
         return queryset
 
 
@@ -132,7 +133,7 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
     list_select_related = ["final_label"]
     list_per_page = 100
     show_full_result_count = False
-    actions = [retry_image_predictions, set_label, confirm_predictions]
+    actions = [retry_image_predictions, set_label, confirm_predictions, repredict_images]
     readonly_fields = [
         "preview",
         "original_name",
@@ -184,9 +185,7 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
             raise PermissionDenied
         request_error = upload_request_error(request)
         if request_error:
-            form = ImageUploadForm()
-            form.add_error(None, request_error)
-            return self._render_upload(request, form)
+            return self._render_upload(request, ImageUploadForm(), request_error=request_error)
         return csrf_protect(self._upload_form_view)(request)
 
     def _upload_form_view(self, request):
@@ -203,12 +202,13 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
             return redirect("admin:images_uploadbatch_change", batch.pk)
         return self._render_upload(request, form)
 
-    def _render_upload(self, request, form):
+    def _render_upload(self, request, form, *, request_error: str = ""):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Upload images",
             "form": form,
+            "request_error": request_error,
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/images/image/upload.html", context)
@@ -288,7 +288,7 @@ class UploadBatchAdmin(RetryPermissionMixin, admin.ModelAdmin):
     search_fields = ["name"]
     list_select_related = ["created_by"]
     show_full_result_count = False
-    actions = [retry_batch_predictions]
+    actions = [retry_batch_predictions, repredict_batches]
     fieldsets = [
         (None, {"fields": ["name", "source", "created_by", "created_at"]}),
         ("Files", {"fields": ["accepted", "duplicates", "rejected"]}),

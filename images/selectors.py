@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from django.db import models
-from django.db.models import Case, Count, Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, Count, Exists, ExpressionWrapper, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
 from predictions.models import ExportJob, ModelVersion, Prediction, PredictionFailure
@@ -34,7 +34,8 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
     """Annotate the active version's prediction and the review status of each image.
 
     Adds ``predicted_label_id``, ``predicted_label_name``, ``predicted_confidence``,
-    ``prediction_failed`` and ``review_status`` (a ReviewStatus value).
+    ``has_active_prediction``, ``prediction_failed`` and ``review_status`` (a
+    ReviewStatus value).
     """
     if version_id is None:
         version_id = active_model_version_id()
@@ -43,6 +44,7 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
             predicted_label_id=Value(None, output_field=models.BigIntegerField()),
             predicted_label_name=Value(None, output_field=models.CharField()),
             predicted_confidence=Value(None, output_field=models.FloatField()),
+            has_active_prediction=Value(False),
             prediction_failed=Value(False),
             review_status=Case(
                 When(final_label__isnull=False, then=Value(ReviewStatus.REVIEWED.value)),
@@ -57,14 +59,34 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
         predicted_label_id=F("active_prediction__label_id"),
         predicted_label_name=F("active_prediction__label__name"),
         predicted_confidence=F("active_prediction__confidence"),
+        has_active_prediction=ExpressionWrapper(
+            Q(active_prediction__id__isnull=False), output_field=models.BooleanField()
+        ),
         prediction_failed=Exists(failures),
         review_status=Case(
             When(final_label__isnull=False, then=Value(ReviewStatus.REVIEWED.value)),
-            When(active_prediction__id__isnull=False, then=Value(ReviewStatus.PREDICTED.value)),
+            When(has_active_prediction=True, then=Value(ReviewStatus.PREDICTED.value)),
             When(prediction_failed=True, then=Value(ReviewStatus.FAILED.value)),
             default=Value(ReviewStatus.PENDING.value),
         ),
     )
+
+
+def images_with_review_status(queryset: QuerySet[Image], status: str) -> QuerySet[Image]:
+    """Filter a queryset of images_with_active_prediction() on its review status.
+
+    Plain conditions on the joined columns rather than on the CASE expression, so
+    the database can use its indexes.
+    """
+    if status == ReviewStatus.REVIEWED:
+        return queryset.filter(final_label__isnull=False)
+    unreviewed = queryset.filter(final_label__isnull=True)
+    if status == ReviewStatus.PREDICTED:
+        return unreviewed.filter(has_active_prediction=True)
+    unpredicted = unreviewed.filter(has_active_prediction=False)
+    if status == ReviewStatus.FAILED:
+        return unpredicted.filter(prediction_failed=True)
+    return unpredicted.filter(prediction_failed=False)
 
 
 def images_predicted_by(queryset: QuerySet[Image], *, version_id: int) -> QuerySet[Image]:

@@ -51,6 +51,15 @@ def noisy_jpeg(size=(64, 48), seed=1) -> bytes:
     return buffer.getvalue()
 
 
+def tiny_png(number: int) -> bytes:
+    """An 8x8 PNG that differs for every number below 65536."""
+    img = PILImage.new("RGB", (8, 8), (40, 80, 120))
+    img.putpixel((0, 0), (number % 256, number // 256, 7))
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def exif_rotated_jpeg() -> bytes:
     """Stored 64x48 with Orientation=6 (rotate 90°): shown, and stored as, 48x64."""
     img = PILImage.new("RGB", (64, 48), (10, 120, 200))
