@@ -212,3 +212,42 @@ def test_queue_query_is_bounded_and_driven_from_predictions(reviewer, mixed):
     selects = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
     queue_sql = [sql for sql in selects if "predictions_prediction" in sql and "LIMIT" in sql.upper()]
     assert queue_sql and all('FROM "predictions_prediction"' in sql for sql in queue_sql)
+
+
+def test_claims_lock_rows_with_skip_locked_where_the_database_can(reviewer, mixed):
+    with CaptureQueriesContext(connection) as queries:
+        claim_names(reviewer, count=2)
+    locked = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"].upper()]
+    assert bool(locked) == connection.features.has_select_for_update_skip_locked
+
+
+@pytest.mark.skipif(
+    not connection.features.has_select_for_update_skip_locked,
+    reason="concurrent claims from threads need a server database (SQLite's test database is in memory)",
+)
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_from_threads_never_overlap(django_user_model, prediction_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import close_old_connections
+
+    for n in range(24):
+        prediction_factory(name=f"c{n}.jpg", confidence=0.3 + n * 0.02)
+    users = [django_user_model.objects.create_user(username=f"r{n}", is_staff=True) for n in range(4)]
+
+    def work(user) -> list[int]:
+        try:
+            got: list[int] = []
+            for _ in range(3):
+                got += [p.image_id for p in review_claim_next(reviewer=user, filters=QueueFilters(), count=2, exclude_image_ids=got)]
+            return got
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, users))
+
+    claimed = [image_id for got in results for image_id in got]
+    assert len(claimed) == 24 and len(set(claimed)) == 24
+    for user, got in zip(users, results, strict=True):
+        assert set(Image.objects.filter(claimed_by=user).values_list("pk", flat=True)) == set(got)
