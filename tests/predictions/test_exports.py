@@ -470,3 +470,17 @@ def test_export_job_page_reloads_until_done_and_delete_removes_the_file(
 
     assert not ExportJob.objects.filter(pk=done.pk).exists()
     assert not default_storage.exists(done.file.name)
+
+
+def test_export_without_an_active_model_version_leaves_prediction_columns_empty(
+    client_for, lead, prediction_factory, active_model_version
+):
+    prediction_factory(label="square", name="old.jpg")
+    active_model_version.is_active = False
+    active_model_version.save(update_fields=["is_active"])
+
+    (row,) = export(client_for(lead), resource=ImageLabelWithProbabilitiesResource, index=1)
+
+    assert row["original_name"] == "old.jpg"
+    assert (row["model_version"], row["predicted_label"], row["confidence"]) == ("", "", "")
+    assert not any(column.startswith("prob_") for column in row)
