@@ -334,3 +334,64 @@ def test_activating_another_version_reloads_the_model_once(
     assert first["model_version"] == second["model_version"] == "tiny-v2"
     assert inference.load_count() == loads + 1
     assert set(first["labels"]) <= set(renamed)
+
+
+# --- the import boundary ---------------------------------------------------------------
+
+
+def test_torch_is_imported_by_the_first_prediction_not_before(tmp_path, tiny_checkpoint_bytes):
+    """In a fresh interpreter: the upload page and the token admin leave torch alone; a POST loads it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from django.conf import settings
+
+    checkpoint = tmp_path / "tiny.pth"
+    checkpoint.write_bytes(tiny_checkpoint_bytes)
+    code = textwrap.dedent(
+        f"""
+        import io, json, sys
+        import django
+        django.setup()
+        from django.core.files.base import ContentFile
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from django.core.management import call_command
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+        from django.test.utils import setup_test_environment
+        from PIL import Image
+        from predictions.models import ModelVersion
+
+        call_command("migrate", verbosity=0, interactive=False)
+        setup_test_environment()
+        version = ModelVersion(name="tiny", class_names=["a", "b", "c", "d", "e"], input_size=32,
+                               is_active=True, validation_status="valid")
+        version.checkpoint.save("tiny.pth", ContentFile(open({str(checkpoint)!r}, "rb").read()))
+        client = Client()
+        client.force_login(get_user_model().objects.create_superuser("boundary", password="unused-elsewhere"))
+        statuses = [client.get(url).status_code for url in ("/api/predict/", "/admin/predictions/apitoken/")]
+        before = "torch" in sys.modules
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), (10, 120, 200)).save(buffer, "JPEG")
+        answer = client.post("/api/predict/", {{"images": [SimpleUploadedFile("a.jpg", buffer.getvalue())]}})
+        print(json.dumps({{"statuses": statuses, "before": before, "post": answer.status_code,
+                           "after": "torch" in sys.modules}}))
+        """
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "REVIEWTOOL_TEST_ROOT": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "SQLITE_PATH": ":memory:",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result == {"statuses": [200, 200], "before": False, "post": 200, "after": True}
