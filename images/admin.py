@@ -177,6 +177,12 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         return redirect("admin:images_image_upload")
 
+    def delete_model(self, request, obj):
+        services.images_delete(images=[obj])
+
+    def delete_queryset(self, request, queryset):
+        services.images_delete(images=queryset)
+
     # The admin's CSRF check would parse the request body before this view could
     # turn "too many files" into a message; the view is exempted from the
     # middleware and checks CSRF itself (csrf_protect) before storing anything.

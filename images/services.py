@@ -131,6 +131,24 @@ def _forget_file(name: str, wrote_file: bool) -> None:
         logger.exception("Could not remove %s after its row failed", name)
 
 
+def images_delete(*, images) -> int:
+    """Delete images (a queryset or a list) and, once that commits, their files."""
+    rows = list(images)
+    names = [name for image in rows for name in (image.file.name, image.thumbnail.name) if name]
+    with transaction.atomic():
+        deleted = Image.objects.filter(pk__in=[image.pk for image in rows]).delete()[1].get(Image._meta.label, 0)
+        transaction.on_commit(partial(_files_delete, names))
+    return deleted
+
+
+def _files_delete(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("Could not remove %s of a deleted image", name)
+
+
 # --- uploads ---------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """The Image changelist and change page: active-version predictions, status, filters, bounded queries."""
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -228,3 +229,34 @@ def test_reviewers_have_no_retry_action(images, client_for, reviewer):
     images(1)
     actions = [name for name, _ in client_for(reviewer).get(CHANGELIST).context["action_form"].fields["action"].choices]
     assert "retry_image_predictions" not in actions
+
+
+def test_changelist_add_button_is_the_upload_page(images, client_for, uploader, reviewer):
+    images(1)
+    assert 'href="/admin/images/image/upload/" class="addlink">Upload images' in client_for(uploader).get(CHANGELIST).content.decode()
+    assert "Upload images" not in client_for(reviewer).get(CHANGELIST).content.decode()
+
+
+def test_lead_can_delete_unreviewed_images_and_their_files(
+    images, client_for, lead, django_capture_on_commit_callbacks
+):
+    first, second = images(2)
+    predict(first, make_version("current"), "circle", 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(lead).post(
+            CHANGELIST, {"action": "delete_selected", "_selected_action": [first.pk, second.pk], "post": "yes"}
+        )
+    assert response.status_code == 302
+    assert not Image.objects.exists()
+    assert not default_storage.exists(first.file.name) and not default_storage.exists(second.file.name)
+
+
+def test_status_without_an_active_version(images, client_for, reviewer):
+    pending, reviewed = images(2)
+    make_version("retired", active=False)
+    review(reviewed, reviewer, "cross")
+    client = client_for(reviewer)
+    names = lambda status: {i.original_name for i in client.get(f"{CHANGELIST}?status={status}").context["cl"].result_list}  # noqa: E731
+    assert names("pending") == {pending.original_name}
+    assert names("reviewed") == {reviewed.original_name}
+    assert names("predicted") == names("failed") == set()
