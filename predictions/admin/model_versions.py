@@ -18,7 +18,6 @@ from django.templatetags.static import static
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import ngettext
 
 from predictions import charts
 from predictions.forms import ModelVersionAddForm, TrainingForm
@@ -196,7 +195,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ),
     ]
     fieldsets = [
-        (None, {"fields": ["name", "notes", "is_active", "validation_status", "validation_error", "checkpoint", "created_by", "created_at"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name", "notes", "is_active", "validation_status", "validation_error",
+                    "checkpoint", "created_by", "created_at",
+                ]
+            },
+        ),
         ("Metadata", {"fields": ["arch", "class_list", "input_size", "mean", "std"]}),
         ("Training metrics (from the checkpoint)", {"fields": ["metrics"], "classes": ["collapse"]}),
     ]
@@ -237,10 +244,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="validation", ordering="validation_status")
     def validation(self, version: ModelVersion) -> str:
-        icon = {"valid": "icon-yes.svg", "invalid": "icon-no.svg", "pending": "icon-unknown.svg"}[version.validation_status]
+        icon = {"valid": "yes", "invalid": "no", "pending": "unknown"}[version.validation_status]
         return format_html(
             '<img src="{}" alt="{}" title="{}"> {}',
-            static(f"admin/img/{icon}"), version.validation_status, version.validation_error, version.get_validation_status_display(),
+            static(f"admin/img/icon-{icon}.svg"),
+            version.validation_status,
+            version.validation_error,
+            version.get_validation_status_display(),
         )
 
     @admin.display(description="predictions", ordering="prediction_total")
@@ -253,7 +263,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="reviewed metrics")
     def metrics_link(self, version: ModelVersion) -> str:
-        return format_html('<a href="{}">Metrics</a>', reverse("admin:predictions_modelversion_metrics", args=[version.pk]))
+        url = reverse("admin:predictions_modelversion_metrics", args=[version.pk])
+        return format_html('<a href="{}">Metrics</a>', url)
 
     @admin.display(description="class names")
     def class_list(self, version: ModelVersion) -> str:
@@ -281,7 +292,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        registered = model_version_register(name=form.cleaned_data["name"], user=request.user, **form.registration_kwargs())
+        registered = model_version_register(
+            name=form.cleaned_data["name"], user=request.user, **form.registration_kwargs()
+        )
         # The service made the row; the admin's log entry and redirect continue with it.
         obj.pk = registered.pk
         obj.refresh_from_db()
@@ -375,7 +388,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(TrainingJob)
 class TrainingJobAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "base_version", "status", "progress", "sample_count", "result", "created_by", "created_at", "finished_at"]
+    list_display = [
+        "__str__", "base_version", "status", "progress", "sample_count", "result",
+        "created_by", "created_at", "finished_at",
+    ]
     list_filter = ["status", "base_version"]
     list_select_related = ["base_version", "result_version", "created_by"]
     fields = [

@@ -176,6 +176,12 @@ def test_metrics_and_compare_pages_render_for_a_lead(versions, image_factory, pr
     assert compare.context["comparison"].differ == 1
 
 
+def test_metrics_page_of_a_version_without_reviewed_predictions(active_model_version, lead, client_for):
+    response = client_for(lead).get(f"/admin/predictions/modelversion/{active_model_version.pk}/metrics/")
+    assert response.status_code == 200
+    assert "No reviewed image has a prediction from this version yet." in response.content.decode()
+
+
 def test_compare_action_needs_exactly_two_versions(versions, lead, client_for):
     va, vb = versions
     client = client_for(lead)

@@ -50,6 +50,8 @@ def test_training_from_reviews_makes_a_new_inactive_valid_version_with_metrics(
 
     listing = client.get("/admin/predictions/trainingjob/")
     assert listing.status_code == 200 and new.name in listing.content.decode()
+    detail = client.get(f"/admin/predictions/trainingjob/{job.pk}/change/")
+    assert detail.status_code == 200 and "2 / 2" in detail.content.decode()
 
 
 def test_training_without_two_reviewed_classes_fails_with_the_reason(
