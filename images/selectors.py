@@ -11,7 +11,20 @@ import re
 from dataclasses import dataclass
 
 from django.db import models
-from django.db.models import Case, Count, Exists, ExpressionWrapper, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    FilteredRelation,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from predictions.models import ExportJob, ModelVersion, Prediction, PredictionFailure
@@ -132,7 +145,9 @@ def batches_with_progress(queryset: QuerySet[UploadBatch], *, version_id: int | 
         )
         return Coalesce(Subquery(rows, output_field=models.IntegerField()), 0)
 
-    return queryset.annotate(predicted_count=count_per_batch(Prediction), failed_count=count_per_batch(PredictionFailure))
+    return queryset.annotate(
+        predicted_count=count_per_batch(Prediction), failed_count=count_per_batch(PredictionFailure)
+    )
 
 
 def batch_prediction_failures(*, batch: UploadBatch, version_id: int | None = None) -> QuerySet[PredictionFailure]:

@@ -138,7 +138,8 @@ def iter_zip_members(archive_name: str, fp: IO[bytes], *, limits: UploadLimits) 
             return
         inflated_total = 0
         for info in members:
-            incoming = _read_member(archive, archive_name, info, limits, room=limits.zip_max_total_bytes - inflated_total)
+            room = limits.zip_max_total_bytes - inflated_total
+            incoming = _read_member(archive, archive_name, info, limits, room=room)
             inflated_total += len(incoming.data or b"")
             yield incoming
 
