@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand
 
 from predictions.management.commands.bootstrap import PASSWORD_FILE
 
-STOP_TIMEOUT_SECONDS = 15
+STOP_TIMEOUT_SECONDS = 30
 
 
 class Command(BaseCommand):
@@ -38,22 +38,23 @@ class Command(BaseCommand):
             "cluster": [sys.executable, manage_py, "qcluster"],
         }
         children: dict[str, subprocess.Popen] = {}
-        stopping = False
+        self.signals_received = 0
 
-        def request_stop(signum, frame):
-            nonlocal stopping
-            stopping = True
+        def on_signal(signum, frame):
+            self.signals_received += 1
 
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        failed = False
         try:
             for name, command in commands.items():
                 # Own process group: the terminal's Ctrl-C reaches only this process,
                 # which then stops each child (and the cluster's workers) in order.
                 children[name] = subprocess.Popen(command, start_new_session=True)
             self._banner(addr, port)
-            while not stopping:
+            while not self.signals_received:
                 exited = {name: child.returncode for name, child in children.items() if child.poll() is not None}
                 if exited:
+                    failed = True
                     self.stderr.write(f"{', '.join(f'{n} exited with {c}' for n, c in exited.items())}; stopping.")
                     break
                 time.sleep(0.5)
@@ -61,8 +62,7 @@ class Command(BaseCommand):
             self._stop(children)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        codes = [child.returncode for child in children.values()]
-        if not stopping and any(codes):
+        if failed:
             sys.exit(1)
 
     def _banner(self, addr: str, port: int) -> None:
@@ -77,20 +77,26 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
 
     def _stop(self, children: dict[str, subprocess.Popen]) -> None:
-        running = {name: child for name, child in children.items() if child.poll() is None}
-        for child in running.values():
-            _signal_group(child, signal.SIGTERM)
+        """SIGTERM to every child; after STOP_TIMEOUT_SECONDS, or a second Ctrl-C, SIGKILL."""
+        signals_before = self.signals_received
+        for child in children.values():
+            if child.poll() is None:
+                # The process only, not its group: qcluster's forked processes
+                # inherit its SIGTERM handler and deadlock if they all run it.
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        for name, child in running.items():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop within {STOP_TIMEOUT_SECONDS} s; killing it.")
-                _signal_group(child, signal.SIGKILL)
-                child.wait()
-        # Anything the children left behind in their groups (a cluster's workers).
+        if any(child.poll() is None for child in children.values()):
+            self.stdout.write("Stopping; the cluster finishes the tasks it holds (Ctrl-C again to kill it now).")
+        while any(child.poll() is None for child in children.values()):
+            if time.monotonic() > deadline or self.signals_received > signals_before:
+                names = ", ".join(name for name, child in children.items() if child.poll() is None)
+                self.stderr.write(f"Killing {names}.")
+                break
+            time.sleep(0.2)
+        # Kill what is left, including what the children forked (the cluster's workers).
         for child in children.values():
             _signal_group(child, signal.SIGKILL)
+            child.wait()
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
