@@ -1,0 +1,247 @@
+"""1. The background pipeline against its in-process limit.
+
+(a) The limit: one process, no Django, decode + forward pass of N camera-sized JPEGs
+    with ``Predictor.predict_sources`` over batch sizes x precisions, and a plain loop
+    (decode a batch, then predict it) at the best of those; the fastest wins.
+(b) The product: the same photos uploaded as one batch (``upload_files``, source
+    COMMAND) to a temp project with a real ``qcluster`` (one worker, the best batch size
+    and precision of (a)), timed until every image has its Prediction row. The cluster
+    is warmed first with a few other photos, so (b) is the steady state; the cold start
+    (torch import + model load in the worker) is reported on its own.
+
+Target: (b) / (a) >= 0.9.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    Report,
+    Row,
+    active_model_version,
+    cli,
+    django_project,
+    log,
+    qcluster,
+    random_checkpoint,
+    realistic_photos,
+    staff_user,
+    stopwatch,
+    wait_for,
+)
+
+SIZES = {"small": {"photos": 20}, "medium": {"photos": 200}, "large": {"photos": 1000}}
+BATCH_SIZES = (16, 32, 64)
+PRECISIONS = ("fp32", "bf16")
+WARMUP_PHOTOS = 4
+TARGET = 0.9
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--photos", type=int, help="how many 1600x1200 JPEGs")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES)
+    parser.add_argument("--precisions", nargs="+", default=PRECISIONS)
+
+
+@dataclass
+class Trial:
+    method: str
+    precision: str
+    batch_size: int
+    images_per_s: float
+
+
+def run(options) -> Report:
+    photos = realistic_photos(options.photos)
+    warmup_photos = realistic_photos(WARMUP_PHOTOS, seed=1)
+    with django_project() as root:
+        checkpoint = random_checkpoint(root / "resnet18-random.pth")
+        trials = in_process_trials(checkpoint, photos, batch_sizes=options.batch_sizes, precisions=options.precisions)
+        best = max(trials, key=lambda trial: trial.images_per_s)
+        log(f"in-process limit: {best}")
+        active_model_version(checkpoint)
+        product = product_run(
+            root, photos, warmup_photos, precision=best.precision, batch_size=best.batch_size
+        )
+
+    report = Report(metrics={"photos": len(photos), "trials": [vars(t) for t in trials], "best": vars(best), **product})
+    report.rows.append(Row.versus(
+        "1 pipeline", f"qcluster (from upload end) / in-process limit ({best.method}, {best.precision}, batch {best.batch_size})",
+        ours=product["images_per_s_from_upload_end"], reference=best.images_per_s, unit="img/s", target_ratio=TARGET,
+    ))
+    report.rows.append(Row.versus(
+        "1 pipeline", "qcluster end to end (upload start -> last row) / in-process limit",
+        ours=product["images_per_s_end_to_end"], reference=best.images_per_s, unit="img/s",
+    ))
+    report.notes += [
+        f"pipeline: N={len(photos)} photos 1600x1200; upload took {product['upload_seconds']:.2f} s; "
+        f"cluster cold start (torch import + model load + {WARMUP_PHOTOS} photos) {product['cold_start_seconds']:.2f} s, "
+        "not counted in (b).",
+        "pipeline: worker time by task: " + ", ".join(
+            f"{func} x{stats['count']} = {stats['seconds']:.2f} s" for func, stats in product["tasks"].items()
+        ) + f" (one worker, in turn; queue pickup included); queue empty {product['idle_seconds']:.2f} s; "
+        f"first task queued {product['first_task_delay_seconds']:.2f} s after the upload ended.",
+    ]
+    if product["mean_inference_ms"] is not None:
+        report.notes.append(
+            f"pipeline: mean inference_ms recorded per prediction {product['mean_inference_ms']:.1f} ms "
+            f"(the limit's is {1000 / best.images_per_s:.1f} ms per image)."
+        )
+    return report
+
+
+# --- (a) the in-process limit --------------------------------------------------------
+
+
+def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, precisions) -> list[Trial]:
+    from ml.decode import open_image
+    from ml.predictor import Predictor
+
+    def sources(paths):
+        return ((path.name, path) for path in paths)
+
+    trials = []
+    for precision, batch_size in itertools.product(precisions, batch_sizes):
+        predictor = Predictor.from_checkpoint(checkpoint, device="auto", precision=precision, batch_size=batch_size)
+        list(predictor.predict_sources(sources(photos[:batch_size])))  # warm-up: oneDNN picks its kernels
+        with stopwatch() as watch:
+            results = list(predictor.predict_sources(sources(photos)))
+        _check_all_predicted(results)
+        trials.append(Trial("predict_sources", predictor.precision, batch_size, len(photos) / watch.seconds))
+        log(f"(a) {trials[-1]}")
+
+    best = max(trials, key=lambda trial: trial.images_per_s)
+    predictor = Predictor.from_checkpoint(checkpoint, device="auto", precision=best.precision, batch_size=best.batch_size)
+    draft_size = 2 * predictor.preprocessing.input_size  # as predict_sources decodes
+
+    def plain_loop(paths: list[Path]) -> None:
+        for start in range(0, len(paths), best.batch_size):
+            chunk = paths[start : start + best.batch_size]
+            predictor.predict([open_image(path, name=path.name, draft_size=draft_size) for path in chunk])
+
+    plain_loop(photos[: best.batch_size])  # warm-up
+    with stopwatch() as watch:
+        plain_loop(photos)
+    trials.append(Trial("plain loop", best.precision, best.batch_size, len(photos) / watch.seconds))
+    log(f"(a) {trials[-1]}")
+    return trials
+
+
+def _check_all_predicted(results) -> None:
+    failed = [str(result) for _name, result in results if isinstance(result, Exception)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} photos failed to decode, e.g. {failed[0]}")
+
+
+# --- (b) the product -----------------------------------------------------------------------
+
+
+def product_run(
+    root: Path, photos: list[Path], warmup_photos: list[Path], *, precision: str, batch_size: int
+) -> dict:
+    """Upload ``photos`` to a warmed-up one-worker qcluster and time their predictions.
+
+    The project must have an active model version (``active_model_version``).
+    """
+    from django.utils import timezone
+    from django_q.models import Task
+
+    uploader = staff_user("uploader", "Uploaders")
+    env = {"INFERENCE_PRECISION": precision, "INFERENCE_BATCH_SIZE": str(batch_size), "Q_WORKERS": "1"}
+    with qcluster(env=env, log_path=root / "qcluster.log"):
+        with stopwatch() as cold_start:
+            _upload_and_wait(warmup_photos, uploader, name="warm-up")
+        log(f"(b) cluster warm after {cold_start.seconds:.2f} s")
+
+        started_at = timezone.now()
+        with stopwatch() as end_to_end:
+            with stopwatch() as upload:
+                batch = _upload(photos, uploader, name="bench")
+            uploaded_at = timezone.now()
+            _wait_for_predictions(batch, timeout=60 + 5 * len(photos))
+        after_upload = end_to_end.seconds - upload.seconds
+        log(f"(b) {len(photos)} photos predicted {after_upload:.2f} s after the upload ended")
+        tasks = list(Task.objects.filter(started__gte=started_at).order_by("started"))
+
+    return {
+        "images_per_s_from_upload_end": len(photos) / after_upload,
+        "images_per_s_end_to_end": len(photos) / end_to_end.seconds,
+        "upload_seconds": upload.seconds,
+        "cold_start_seconds": cold_start.seconds,
+        "settings": env,
+        **_worker_profile(tasks, uploaded_at=uploaded_at, batch=batch),
+    }
+
+
+def _upload(paths: list[Path], user, *, name: str):
+    from images.models import UploadBatch
+    from images.services import upload_files
+
+    def opened():
+        for path in paths:
+            with path.open("rb") as fp:  # closed once the upload moves on to the next file
+                yield path.name, fp
+
+    batch = upload_files(files=opened(), user=user, source=UploadBatch.Source.COMMAND, name=name)
+    if batch.accepted_count != len(paths):
+        raise RuntimeError(f"upload accepted {batch.accepted_count} of {len(paths)} photos: {batch.report[:3]}")
+    return batch
+
+
+def _upload_and_wait(paths: list[Path], user, *, name: str) -> None:
+    _wait_for_predictions(_upload(paths, user, name=name), timeout=300)
+
+
+def _wait_for_predictions(batch, *, timeout: float) -> None:
+    from predictions.models import Prediction, PredictionFailure
+
+    def all_done() -> bool:
+        predicted = Prediction.objects.filter(image__batch=batch).count()
+        failed = PredictionFailure.objects.filter(image__batch=batch).count()
+        return predicted + failed >= batch.accepted_count
+
+    wait_for(all_done, timeout=timeout, what=f"predictions of {batch.accepted_count} images")
+    failures = PredictionFailure.objects.filter(image__batch=batch)
+    if failures.exists():
+        raise RuntimeError(f"{failures.count()} predictions failed, e.g. {failures.first().message}")
+
+
+def _worker_profile(tasks, *, uploaded_at, batch) -> dict:
+    """Where the worker's time went, from django-q2's task records.
+
+    django-q2 records when a task was queued (``started``) and when it finished
+    (``stopped``); with one worker a task ran from the later of its queueing and the
+    previous task's end, so that span is its run time (poll pickup included).
+    """
+    from predictions.models import Prediction
+
+    tasks = sorted(tasks, key=lambda task: task.stopped)
+    by_func: dict[str, dict] = {}
+    previous_stop = None
+    idle = 0.0
+    for task in tasks:
+        began = task.started if previous_stop is None else max(task.started, previous_stop)
+        if previous_stop is not None and task.started > previous_stop:
+            idle += (task.started - previous_stop).total_seconds()
+        stats = by_func.setdefault(task.func, {"count": 0, "seconds": 0.0})
+        stats["count"] += 1
+        stats["seconds"] += (task.stopped - began).total_seconds()
+        previous_stop = task.stopped
+    inference_ms = list(
+        Prediction.objects.filter(image__batch=batch, inference_ms__isnull=False).values_list("inference_ms", flat=True)
+    )
+    return {
+        "tasks": by_func,
+        "idle_seconds": idle,
+        "first_task_delay_seconds": (tasks[0].started - uploaded_at).total_seconds() if tasks else 0.0,
+        "mean_inference_ms": statistics.mean(inference_ms) if inference_ms else None,
+    }
+
+
+if __name__ == "__main__":
+    cli(sys.modules[__name__])
