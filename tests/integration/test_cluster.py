@@ -48,11 +48,13 @@ def test_uploaded_images_are_predicted_by_the_cluster_whose_parent_never_loads_t
     image_ids = set(batch.images.values_list("pk", flat=True))
     assert len(image_ids) == IMAGE_COUNT
 
-    def job_done():
+    def job_finished():
         """the upload's prediction job to finish"""
-        return PredictionJob.objects.filter(batch=batch, status=PredictionJob.Status.DONE).first()
+        finished = [PredictionJob.Status.DONE, PredictionJob.Status.FAILED]
+        return PredictionJob.objects.filter(batch=batch, status__in=finished).first()
 
-    job = wait_for(job_done, timeout=PREDICTION_TIMEOUT_SECONDS, cluster=qcluster)
+    job = wait_for(job_finished, timeout=PREDICTION_TIMEOUT_SECONDS, cluster=qcluster)
+    assert job.status == PredictionJob.Status.DONE, f"{job.error}\n{qcluster.log_tail()}"
 
     predictions = list(Prediction.objects.filter(image__in=image_ids).select_related("label"))
     assert sorted(p.image_id for p in predictions) == sorted(image_ids)  # exactly one each
