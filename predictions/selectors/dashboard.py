@@ -49,15 +49,15 @@ def review_dashboard() -> ReviewDashboard:
     images = Image.objects.count()
     reviewed = Image.objects.filter(final_label__isnull=False).count()
     predicted = failed = waiting = 0
-    agreement = {"total": 0, "agreed": 0}
     if version is not None:
         predictions = Prediction.objects.filter(model_version=version)
         predicted = predictions.count()
         waiting = predictions.filter(image__final_label__isnull=True).count()
         failed = PredictionFailure.objects.filter(model_version=version).count()
-        agreement = Review.objects.filter(
-            undone_at__isnull=True, prediction__model_version=version, agreed__isnull=False
-        ).aggregate(total=Count("id"), agreed=Count("id", filter=Q(agreed=True)))
+    # Live decisions that were shown a prediction: how often the model had it right.
+    agreement = Review.objects.filter(undone_at__isnull=True, agreed__isnull=False).aggregate(
+        total=Count("id"), agreed=Count("id", filter=Q(agreed=True))
+    )
     reviews_today = list(
         Review.objects.filter(created_at__gte=start_of_today(), undone_at__isnull=True)
         .values("reviewer__username")

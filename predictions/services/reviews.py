@@ -4,6 +4,7 @@ latest decision that is not undone."""
 
 import random
 from collections.abc import Collection, Iterable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from predictions.selectors.queue import (
     queue_model_version,
     review_queue,
     review_queue_head,
+    review_queue_starts_invalidate,
 )
 
 
@@ -72,6 +74,11 @@ def review_undo(*, review: Review) -> None:
     if review.undone_at is None:
         Review.objects.filter(pk=review.pk).update(undone_at=timezone.now())
         image_review_state_refresh(image=review.image)
+        # The image is open again, maybe before where the queues remember they
+        # start; forgotten now and once more after commit, so that no request
+        # in between remembers a start that leaves it out.
+        review_queue_starts_invalidate()
+        transaction.on_commit(review_queue_starts_invalidate)
 
 
 class ReviewConflict(Exception):
@@ -117,7 +124,9 @@ def review_claim_next(
             wanted = count - len(claimed)
             if wanted <= 0:
                 return claimed
-            with transaction.atomic():
+            # SQLite: read outside the write lock (IMMEDIATE transactions would
+            # hold it for the whole read); the conditional UPDATE decides.
+            with transaction.atomic() if lock_rows else nullcontext():
                 queue = review_queue(
                     reviewer=reviewer,
                     filters=filters,
@@ -133,7 +142,7 @@ def review_claim_next(
                     break
                 for prediction in candidates:
                     won = (
-                        Image.objects.filter(pk=prediction.image_id)
+                        Image.objects.filter(pk=prediction.image_id, final_label__isnull=True)
                         .filter(_claim_free_q(reviewer=reviewer, now=now))
                         .update(claimed_by=reviewer, claimed_until=until)
                     )

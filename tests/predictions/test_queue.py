@@ -24,15 +24,14 @@ def claim_names(reviewer, filters: QueueFilters = QueueFilters(), **kwargs) -> l
 
 @pytest.fixture
 def mixed(prediction_factory):
-    """Four predictions whose orders all differ: by margin, by confidence and by upload time."""
-    now = timezone.now()
+    """Four predictions, uploaded a, b, c, d, whose orders all differ: by margin, by confidence, by upload."""
     batch = UploadBatch.objects.create(name="second batch")
     rows = [
-        # name, confidence, runner-up (so margin), label, uploaded minutes ago
-        ("a.jpg", 0.50, 0.45, "circle", 10),  # margin 0.05
-        ("b.jpg", 0.95, 0.03, "square", 40),  # margin 0.92
-        ("c.jpg", 0.40, 0.20, "circle", 30),  # margin 0.20
-        ("d.jpg", 0.70, 0.25, "star", 20),  # margin 0.45
+        # name, confidence, runner-up (so margin), label
+        ("a.jpg", 0.50, 0.45, "circle"),  # margin 0.05
+        ("b.jpg", 0.95, 0.03, "square"),  # margin 0.92
+        ("c.jpg", 0.40, 0.20, "circle"),  # margin 0.20
+        ("d.jpg", 0.70, 0.25, "star"),  # margin 0.45
     ]
     return {
         name: prediction_factory(
@@ -40,10 +39,9 @@ def mixed(prediction_factory):
             confidence=confidence,
             runner_up=runner_up,
             label=label,
-            uploaded_at=now - timedelta(minutes=minutes),
             batch=batch if name in ("c.jpg", "d.jpg") else None,
         )
-        for name, confidence, runner_up, label, minutes in rows
+        for name, confidence, runner_up, label in rows
     }
 
 
@@ -56,7 +54,7 @@ def test_confidence_order_is_most_confident_first(reviewer, mixed):
 
 
 def test_upload_order_is_oldest_first(reviewer, mixed):
-    assert queue_names(reviewer, QueueFilters(order=QueueOrder.UPLOAD)) == ["b.jpg", "c.jpg", "d.jpg", "a.jpg"]
+    assert queue_names(reviewer, QueueFilters(order=QueueOrder.UPLOAD)) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
 
 
 def test_random_order_starts_anywhere_wraps_around_and_never_sorts_by_random(reviewer, mixed, monkeypatch):
@@ -251,3 +249,32 @@ def test_concurrent_claims_from_threads_never_overlap(django_user_model, predict
     assert len(claimed) == 24 and len(set(claimed)) == 24
     for user, got in zip(users, results, strict=True):
         assert set(Image.objects.filter(claimed_by=user).values_list("pk", flat=True)) == set(got)
+
+
+def test_new_predictions_ahead_of_the_remembered_start_are_served(reviewer, mixed, prediction_factory):
+    for name in ("a.jpg", "c.jpg"):
+        review_submit(image=mixed[name].image, reviewer=reviewer, label=mixed[name].label)
+    assert queue_names(reviewer) == ["d.jpg", "b.jpg"]  # the queue now remembers it starts at d
+
+    prediction_factory(name="new.jpg", confidence=0.5, runner_up=0.49)  # margin 0.01, before d
+
+    assert queue_names(reviewer) == ["new.jpg", "d.jpg", "b.jpg"]
+    assert queue_names(reviewer, QueueFilters(order=QueueOrder.CONFIDENCE))[-1] == "new.jpg"
+
+
+def test_remembered_start_is_recomputed_after_the_claim_time(reviewer, mixed, monkeypatch, settings):
+    import time
+
+    from predictions.models import Review
+
+    settings.REVIEW_CLAIM_SECONDS = 60
+    review = review_submit(image=mixed["a.jpg"].image, reviewer=reviewer, label=mixed["a.jpg"].label)
+    assert queue_names(reviewer)[0] == "c.jpg"
+    # Reopened without the undo service (as another process's undo looks from here).
+    Review.objects.filter(pk=review.pk).update(undone_at=timezone.now())
+    Image.objects.filter(pk=review.image_id).update(final_label=None, review_count=0)
+    assert queue_names(reviewer)[0] == "c.jpg"
+
+    later = time.monotonic() + 61
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert queue_names(reviewer)[0] == "a.jpg"
