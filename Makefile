@@ -24,7 +24,7 @@ bench: install
 	$(PY) -m bench
 
 screenshots: install
-	$(PY) -m pytest tests/e2e -m e2e --screenshots-dir docs -q
+	SCREENSHOTS_DIR=docs $(if $(wildcard weights/demo.pth),SCREENSHOTS_CHECKPOINT=weights/demo.pth) $(PY) -m pytest tests/e2e -m e2e -q
 
 clean:
 	rm -rf var staticfiles
