@@ -12,7 +12,8 @@
 ``labels`` is the tutorial's contract: one entry per file sent. The model is
 the active model version's, loaded once per process (``predictions.inference``)
 and reloaded when another version is activated; the files are decoded from
-memory and predicted as one batch.
+memory and predicted in batches (INFERENCE_BATCH_SIZE), decoding overlapped
+with inference.
 
 Statuses:
 

@@ -1,9 +1,9 @@
 """What the JSON endpoint does with the files it is sent: predict them, and store them on request.
 
 Files are decoded from memory (each request's own uploaded files; nothing is
-written to a shared folder) and go through the model in batches with the
-process's cached predictor. ``ml`` (and with it torch) is imported inside the
-functions, so importing this module stays cheap.
+written to a shared folder) and go through the model in batches of
+INFERENCE_BATCH_SIZE with the process's cached predictor, which the caller
+passes in: importing this module does not import torch.
 """
 
 from __future__ import annotations
