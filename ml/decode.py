@@ -168,7 +168,11 @@ def _open_checked(fp: IO[bytes], name: str, max_pixels: int) -> Iterator[Image.I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow's own global limit fired first; report the size against ours.
         width, height = _header_size(fp, head)
-        raise ImageDecodeError(name, _too_many_pixels(width, height, max_pixels)) from None
+        if width * height > max_pixels:
+            raise ImageDecodeError(name, _too_many_pixels(width, height, max_pixels)) from None
+        raise ImageDecodeError(
+            name, f"{width}x{height} pixels is over Pillow's decompression bomb limit"
+        ) from None
     with img:
         width, height = img.size
         if width * height > max_pixels:
