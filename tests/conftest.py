@@ -101,7 +101,12 @@ def active_model_version(model_version_factory):
 
 
 def _user_in_group(django_user_model, username: str, group_name: str | None, **extra):
-    from django.contrib.auth.models import Group
+    from django.contrib.auth.models import Group, Permission
+
+    from predictions.roles import role_groups_ensure
+
+    # A transactional test's flush empties the groups the data migration made.
+    role_groups_ensure(group_model=Group, permission_model=Permission)
 
     user = django_user_model.objects.create_user(
         username=username, password="pw-for-tests-only", is_staff=True, **extra

@@ -15,6 +15,9 @@ os.environ.setdefault("REVIEWTOOL_VAR_DIR", os.path.join(_root, "var"))
 # A file, not :memory:, so the integration tests' real qcluster process can
 # open the same SQLite test database (ignored when DATABASE_URL is set).
 os.environ.setdefault("SQLITE_TEST_PATH", os.path.join(_root, "test-db.sqlite3"))
+# The suite's models are tiny and the test process, a live server and a
+# qcluster share two cores: one torch thread each avoids oversubscription.
+os.environ.setdefault("INFERENCE_THREADS", "1")
 
 from reviewtool.settings import *  # noqa: E402,F403
 

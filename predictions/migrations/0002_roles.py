@@ -3,7 +3,7 @@ from django.db import migrations
 
 
 def create_role_groups(apps, schema_editor):
-    from predictions.roles import ROLE_PERMISSIONS
+    from predictions.roles import role_groups_ensure
 
     # Permissions are normally created after all migrations ran; the groups
     # need them now.
@@ -12,18 +12,9 @@ def create_role_groups(apps, schema_editor):
         create_permissions(app_config, verbosity=0, apps=apps)
         app_config.models_module = None
 
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for group_name, codes in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=group_name)
-        permissions = []
-        for code in codes:
-            app_label, codename = code.split(".")
-            matching = Permission.objects.filter(content_type__app_label=app_label)
-            if codename != "*":
-                matching = matching.filter(codename=codename)
-            permissions.extend(matching)
-        group.permissions.add(*permissions)
+    role_groups_ensure(
+        group_model=apps.get_model("auth", "Group"), permission_model=apps.get_model("auth", "Permission")
+    )
 
 
 class Migration(migrations.Migration):
