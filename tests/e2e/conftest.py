@@ -43,12 +43,17 @@ def chromium_path() -> str | None:
     return next((found for found in map(shutil.which, CHROMIUM_NAMES) if found), None)
 
 
+def pytest_runtest_setup(item):
+    # Before any fixture starts a server or a cluster for nothing.
+    if item.get_closest_marker("e2e") and chromium_path() is None:
+        pytest.skip("no Chromium installed (apt-get install chromium, or set CHROMIUM_PATH)")
+
+
 @pytest.fixture
 def browser(monkeypatch):
     """Chromium, headless; closed (and Playwright's event loop stopped) before the database is flushed."""
     executable = chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium, or set CHROMIUM_PATH)")
+    assert executable, "no Chromium (tests marked e2e are skipped without one)"
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an asyncio loop in this thread, and Django's

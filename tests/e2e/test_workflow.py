@@ -112,6 +112,13 @@ def changelist_rows(page) -> dict[str, dict]:
     )
 
 
+def screenshot_down_to(page, selector: str, *, path: Path, margin: int = 24) -> None:
+    """The window's width, from the top down to `selector` (a short form leaves the rest of the window blank)."""
+    box = page.locator(selector).bounding_box()
+    height = min(box["y"] + box["height"] + margin, page.viewport_size["height"])
+    page.screenshot(path=path, clip={"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height})
+
+
 def wait_until_image_shown(page) -> None:
     page.wait_for_function(
         "() => { const image = document.getElementById('review-image');"
@@ -138,7 +145,8 @@ def test_upload_predict_review_export_in_the_browser(
         + [file_payload("more-shapes.zip", archive, "application/zip")],
     )
     page.fill("#id_name", "Shapes from the field")
-    page.screenshot(path=screenshots_dir / "upload.png")
+    page.locator("#id_name").blur()
+    screenshot_down_to(page, ".submit-row", path=screenshots_dir / "upload.png")
     page.click("input[name=_upload]")
 
     page.wait_for_url(re.compile(r"/admin/images/uploadbatch/\d+/"))
@@ -174,10 +182,16 @@ def test_upload_predict_review_export_in_the_browser(
     expect_left = len(names)
     assert page.inner_text("#review-left") == str(expect_left)
 
+    decide_url = reverse("admin:predictions_review_decide")
+
     def decide(key: str) -> str:
-        """Press `key` on the image shown; return that image's name once the next one is shown."""
+        """Press `key` on the image shown; return that image's name once it is recorded and the next one shown."""
         shown = name.inner_text()
-        page.keyboard.press(key)
+        # One decision on its way at a time, as at a person's pace, so each
+        # answer's "reviewed today" count is the latest.
+        with page.expect_response(lambda response: decide_url in response.url) as answer:
+            page.keyboard.press(key)
+        assert answer.value.ok, answer.value.text()
         page.wait_for_function(
             "shown => { const now = document.getElementById('review-name').textContent;"
             " return now !== '' && now !== shown; }",
