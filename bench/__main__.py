@@ -68,7 +68,8 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     latest = RESULTS_DIR / "latest.json"
     latest.write_text(json.dumps({
-        "size": options.size, "machine": machine, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "size": options.size, "machine": machine,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "minutes": round((time.time() - started) / 60, 1), "table": table,
         "benchmarks": {name: report.to_dict() for name, report in reports.items()}, "errors": errors,
     }, indent=2))  # fmt: skip

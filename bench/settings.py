@@ -25,4 +25,7 @@ from reviewtool.settings import *  # noqa: E402,F403
 
 # Production serves static files from collectstatic's manifest; the admin pages
 # measured here only need the URLs, so skip the collectstatic step.
-STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+STORAGES = {  # noqa: F405
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
