@@ -131,6 +131,7 @@ def test_upload_predict_review_export_in_the_browser(
 ):
     from images.models import Image
     from predictions.models import Prediction, Review
+    from predictions.resources import ImageLabelResource
 
     page = new_page()
     sign_in(page, lead.username)
@@ -153,7 +154,7 @@ def test_upload_predict_review_export_in_the_browser(
     summary = page.inner_text("ul.messagelist")
     assert f"{LOOSE_IMAGES + ZIPPED_IMAGES} accepted, 0 duplicate(s), 1 rejected" in summary
     rejected = page.inner_text(".field-rejected")
-    assert BAD_FILE in rejected, rejected
+    assert re.search(rf"more-shapes\.zip\W+{re.escape(BAD_FILE)}\s+\S", rejected), rejected  # named, with a reason
 
     # --- the cluster predicts; the changelist shows every row's label and thumbnail
     names = sorted(name for name, _ in demo_photos)
@@ -254,8 +255,10 @@ def test_upload_predict_review_export_in_the_browser(
     page.goto(reverse("admin:images_image_changelist"))
     page.click("a.export_link")
     page.wait_for_url(re.compile(re.escape(reverse("admin:images_image_export"))))
-    if page.locator("select[name=format]").count():
-        page.select_option("select[name=format]", label="csv")
+    # CSV is the only format offered: import-export shows it instead of a choice.
+    assert page.locator("input[name=format]").input_value() == "0"
+    assert "csv" in page.inner_text(".form-row:has(input[name=format])")
+    page.select_option("select[name=resource]", label=ImageLabelResource.Meta.name)
     with page.expect_download() as download_info:
         page.click("#content form input[type=submit]")
     download = download_info.value
