@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
@@ -112,9 +113,9 @@ def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
     tint = _random_colour(rng)
     gradient = _rotated_gradient(rng.uniform(0, 360)).resize(size)
     image = Image.composite(Image.new("RGB", size, base), Image.new("RGB", size, tint), gradient)
-    blotches = Image.effect_noise((max(2, size[0] // 16), max(2, size[1] // 16)), 60)
+    blotches = _noise((max(2, size[0] // 16), max(2, size[1] // 16)), 60, rng)
     blotches = blotches.resize(size, Image.Resampling.BICUBIC).convert("RGB")
-    return Image.blend(image, blotches, rng.uniform(0.15, 0.35))
+    return Image.blend(image, blotches, rng.uniform(0.1, 0.25))
 
 
 def _rotated_gradient(degrees: float) -> Image.Image:
@@ -127,7 +128,7 @@ def _rotated_gradient(degrees: float) -> Image.Image:
 def _draw_distractors(draw: ImageDraw.ImageDraw, size: tuple[int, int], rng: random.Random) -> None:
     """Thin strokes and specks, so the model must look for the shape, not any edge."""
     width, height = size
-    for _ in range(rng.randint(2, 6)):
+    for _ in range(rng.randint(0, 3)):
         start = (rng.uniform(0, width), rng.uniform(0, height))
         end = (rng.uniform(0, width), rng.uniform(0, height))
         draw.line([start, end], fill=_random_colour(rng), width=rng.randint(1, 2))
@@ -139,11 +140,11 @@ def _draw_distractors(draw: ImageDraw.ImageDraw, size: tuple[int, int], rng: ran
 def _shape(label: str, size: tuple[int, int], rng: random.Random) -> list[Point]:
     width, height = size
     short = min(size)
-    radius = rng.uniform(0.16, 0.3) * short
+    radius = rng.uniform(0.2, 0.32) * short
     # Centre kept where a centre crop and a 60% random crop still see the shape.
     centre = (
-        width / 2 + rng.uniform(-0.15, 0.15) * short,
-        height / 2 + rng.uniform(-0.15, 0.15) * short,
+        width / 2 + rng.uniform(-0.12, 0.12) * short,
+        height / 2 + rng.uniform(-0.12, 0.12) * short,
     )
     rotation = rng.uniform(0, 2 * math.pi)
     return [_place(point, centre, radius, rotation) for point in _OUTLINES[label]()]
@@ -201,10 +202,16 @@ def _contrasting_colour(background: tuple[int, ...], rng: random.Random) -> tupl
     return (0, 0, 0) if _luminance(background) > 128 else (255, 255, 255)
 
 
+def _noise(size: tuple[int, int], sigma: float, rng: random.Random) -> Image.Image:
+    """Grey gaussian noise around 128, reproducible (Pillow's effect_noise is not)."""
+    values = np.random.default_rng(rng.getrandbits(64)).normal(128, sigma, (size[1], size[0]))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+
+
 def _add_grain(image: Image.Image, rng: random.Random) -> Image.Image:
     # Grain drawn at half resolution: cheap, and still looks like sensor noise.
     half = (max(1, image.width // 2), max(1, image.height // 2))
-    grain = Image.effect_noise(half, rng.uniform(20, 50)).resize(image.size)
+    grain = _noise(half, rng.uniform(20, 50), rng).resize(image.size)
     return Image.blend(image, Image.merge("RGB", [grain] * 3), rng.uniform(0.05, 0.15))
 
 

@@ -10,6 +10,18 @@ import pytest
 from tests.ml.images import HUE_CLASSES, TINY_SIZE, hue_dataset
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The CPU is shared with other processes: with one intra-op thread torch does not
+    spin-wait for a descheduled sibling, which made these tests several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_metadata():
     from ml.checkpoints import CheckpointMetadata
@@ -54,7 +66,7 @@ def trained_tiny(tiny_metadata):
         DataLoader(train, batch_size=32, shuffle=True, drop_last=True),
         DataLoader(val, batch_size=64),
         len(HUE_CLASSES),
-        epochs=3,
+        epochs=4,
         device="cpu",
         progress=False,
     )

@@ -6,6 +6,7 @@ import colorsys
 import io
 import random
 
+import numpy as np
 from PIL import Image
 
 TINY_SIZE = 32
@@ -18,9 +19,10 @@ def encode(image: Image.Image, fmt: str, **save_kwargs) -> bytes:
     return buffer.getvalue()
 
 
-def noise_rgb(size: tuple[int, int], sigma: float = 60) -> Image.Image:
-    """Busy content that JPEG cannot compress to nothing."""
-    return Image.merge("RGB", [Image.effect_noise(size, sigma) for _ in range(3)])
+def noise_rgb(size: tuple[int, int], sigma: float = 60, seed: int = 0) -> Image.Image:
+    """Busy content that JPEG cannot compress to nothing; reproducible."""
+    values = np.random.default_rng(seed).normal(128, sigma, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
 
 
 def hue_image(hue: float, rng: random.Random, size: int = 40) -> Image.Image:
@@ -28,7 +30,8 @@ def hue_image(hue: float, rng: random.Random, size: int = 40) -> Image.Image:
     saturation, value = rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0)
     colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, saturation, value))
     image = Image.new("RGB", (size, size), colour)
-    return Image.blend(image, noise_rgb((size, size)), rng.uniform(0.1, 0.3))
+    noise = noise_rgb((size, size), seed=rng.getrandbits(32))
+    return Image.blend(image, noise, rng.uniform(0.1, 0.3))
 
 
 def hue_dataset(count: int, seed: int) -> list[tuple[Image.Image, int]]:

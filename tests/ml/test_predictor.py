@@ -1,0 +1,144 @@
+"""Predictor: probabilities, batching, ordering, devices and reduced precision."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from ml import predictor as predictor_module
+from ml.checkpoints import save_checkpoint
+from ml.decode import ImageDecodeError
+from ml.predictor import Prediction, Predictor, resolve_device, resolve_precision
+from tests.ml.images import HUE_CLASSES, encode, hue_dataset
+
+
+@pytest.fixture(scope="module")
+def random_predictor(random_model, tiny_metadata):
+    return Predictor(random_model, tiny_metadata, device="cpu", precision="fp32", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [image for image, _ in hue_dataset(10, seed=5)]
+
+
+def test_probabilities_sum_to_one_and_labels_come_from_class_names(random_predictor, images):
+    predictions = random_predictor.predict(images)
+    assert len(predictions) == len(images)
+    for prediction in predictions:
+        assert math.isclose(sum(prediction.probabilities), 1.0, abs_tol=1e-5)
+        assert len(prediction.probabilities) == len(HUE_CLASSES)
+        assert prediction.label == HUE_CLASSES[prediction.index]
+        assert prediction.confidence == max(prediction.probabilities)
+
+
+def test_prediction_helpers():
+    prediction = Prediction("b", 1, 0.6, (0.3, 0.6, 0.1), class_names=("a", "b", "c"))
+    assert prediction.margin == pytest.approx(0.3)
+    assert prediction.top_k(2) == [("b", 0.6), ("a", 0.3)]
+    assert prediction.as_dict() == {"label": "b", "confidence": 0.6, "probabilities": {"a": 0.3, "b": 0.6, "c": 0.1}}
+    assert "class_names" not in repr(prediction)
+
+
+def test_batched_and_one_by_one_agree(random_predictor, random_model, tiny_metadata, images):
+    batched = random_predictor.predict(images)  # batches of 4, the last one partial
+    single = Predictor(random_model, tiny_metadata, device="cpu", precision="fp32", batch_size=1)
+    for one, many in zip(single.predict(images), batched):
+        assert one.index == many.index
+        assert torch.allclose(torch.tensor(one.probabilities), torch.tensor(many.probabilities), atol=1e-5)
+
+
+def test_predict_sources_keeps_order_and_reports_bad_files(random_predictor, images, tmp_path):
+    path = tmp_path / "on-disk.png"
+    path.write_bytes(encode(images[2], "PNG"))
+    sources = [
+        ("a.png", encode(images[0], "PNG")),
+        ("empty.jpg", b""),
+        ("b.png", io.BytesIO(encode(images[1], "PNG"))),
+        ("notes.jpg", b"hello\n"),
+        ("on-disk.png", path),
+        ("c.png", encode(images[3], "PNG")),
+        ("d.png", encode(images[4], "PNG")),
+    ]
+    results = list(random_predictor.predict_sources(iter(sources)))  # any iterable, even lazy
+
+    assert [name for name, _ in results] == [name for name, _ in sources]
+    errors = {name: str(result) for name, result in results if isinstance(result, ImageDecodeError)}
+    assert errors == {"empty.jpg": "empty.jpg: empty file", "notes.jpg": "notes.jpg: not an image (looks like text)"}
+    expected = random_predictor.predict(images[:5])
+    got = [result for _, result in results if isinstance(result, Prediction)]
+    for want, have in zip(expected, got, strict=True):
+        assert want.index == have.index
+        assert torch.allclose(torch.tensor(want.probabilities), torch.tensor(have.probabilities), atol=1e-5)
+
+
+def test_predict_sources_with_only_bad_files(random_predictor):
+    results = list(random_predictor.predict_sources([("x.jpg", b"")]))
+    assert [(name, type(result)) for name, result in results] == [("x.jpg", ImageDecodeError)]
+    assert list(random_predictor.predict_sources([])) == []
+
+
+def test_from_checkpoint(random_model, tiny_metadata, tmp_path):
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, model=random_model, metadata=tiny_metadata)
+    threads = torch.get_num_threads()
+    loaded = Predictor.from_checkpoint(path, device="cpu", batch_size=8)
+    assert loaded.class_names == tuple(HUE_CLASSES)
+    assert loaded.preprocessing == tiny_metadata.preprocessing
+    assert loaded.device == torch.device("cpu")
+    assert loaded.precision in ("fp32", "bf16")
+    assert not loaded.model.training
+    assert torch.get_num_threads() == threads  # no global state changed unasked
+
+
+def test_device_resolution():
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+
+
+def test_precision_resolution(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bfloat16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        resolve_precision("int4", cpu)
+    monkeypatch.setattr(predictor_module, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(predictor_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+
+
+def test_reduced_precision_agrees_with_fp32_on_a_trained_model(trained_tiny):
+    """bf16 must change the numbers (it really ran) but not the decisions."""
+    model, metadata, _ = trained_tiny
+    samples = hue_dataset(200, seed=3)
+    images = [image for image, _ in samples]
+    fp32 = Predictor(model, metadata, device="cpu", precision="fp32").predict(images)
+    bf16 = Predictor(model, metadata, device="cpu", precision="bf16").predict(images)
+
+    # The model has learnt the task, so its decisions are not coin flips...
+    accuracy = sum(p.index == label for p, (_, label) in zip(fp32, samples)) / len(samples)
+    assert accuracy >= 0.85
+    margins = sorted(p.margin for p in fp32)
+    assert margins[len(margins) // 2] > 0.2
+    # ...while hue-boundary images keep some of them close.
+    assert margins[len(margins) // 20] < 0.2
+
+    differences = [
+        max(abs(a - b) for a, b in zip(p.probabilities, q.probabilities)) for p, q in zip(fp32, bf16)
+    ]
+    assert max(differences) > 1e-4, "bf16 gave bit-identical results: autocast did not run"
+    agreement = sum(p.index == q.index for p, q in zip(fp32, bf16)) / len(fp32)
+    assert agreement >= 0.99
+
+
+def test_predict_accepts_greyscale_converted_images(random_predictor):
+    grey = Image.new("L", (20, 20), 128).convert("RGB")
+    assert random_predictor.predict([grey])[0].label in HUE_CLASSES
