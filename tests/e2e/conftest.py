@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 # The integration tests' real qcluster on this session's test database.
 from tests.integration.conftest import cluster_name, qcluster  # noqa: F401  (fixtures)
@@ -65,6 +66,10 @@ def browser(monkeypatch):
             yield browser
         finally:
             browser.close()
+            # While that loop runs, this thread's database connections are a
+            # separate set (asgiref's Local); close them here, or they stay open
+            # and PostgreSQL refuses to drop the test database at the end.
+            connections.close_all()
 
 
 @pytest.fixture
