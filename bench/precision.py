@@ -82,6 +82,12 @@ def run(options) -> Report:
     report.notes.append(
         f"precision: model {checkpoint.name}; largest change of any class probability {max_probability_change:.4f}."
     )
+    chance = 1 / len(set(truth))
+    if accuracy["fp32"] < 2 * chance:
+        report.notes.append(
+            f"precision: WARNING the model is near chance ({accuracy['fp32']:.0%} accurate): agreement says little. "
+            f"Delete {checkpoint} to retrain it."
+        )
     return report
 
 
