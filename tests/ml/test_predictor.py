@@ -128,8 +128,6 @@ def test_reduced_precision_agrees_with_fp32_on_a_trained_model(trained_tiny):
     assert accuracy >= 0.85
     margins = sorted(p.margin for p in fp32)
     assert margins[len(margins) // 2] > 0.2
-    # ...while hue-boundary images keep some of them close.
-    assert margins[len(margins) // 20] < 0.2
 
     differences = [
         max(abs(a - b) for a, b in zip(p.probabilities, q.probabilities)) for p, q in zip(fp32, bf16)

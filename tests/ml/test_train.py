@@ -94,7 +94,7 @@ def test_train_from_samples_skips_bad_files_and_describes_the_model(image_folder
     epochs_seen = []
     with pytest.warns(UserWarning, match="broken.png: truncated or corrupt"):
         model, history, metadata = train_from_samples(
-            samples, class_names=classes, preprocessing=_tiny(), epochs=1, batch_size=8,
+            samples, class_names=classes, preprocessing=_tiny(), epochs=1, batch_size=13,  # 26 = 2x13: every file is read
             device="cpu", progress=False, on_epoch=lambda epoch, _: epochs_seen.append(epoch),
         )  # fmt: skip
     assert epochs_seen == [1]
