@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ml.checkpoints import CheckpointMetadata, save_checkpoint
 from ml.decode import ImageDecodeError, ImageSource, open_image
 from ml.models import DEFAULT_ARCH, build_model
+from ml.predictor import cpu_has_native_bf16
 from ml.preprocess import Preprocessing, eval_transform, train_transform
 
 HISTORY_KEYS = ("train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1")
@@ -116,7 +117,7 @@ def train_from_samples(
     num_workers: int = 0,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> tuple[nn.Module, History, CheckpointMetadata]:
     """Split, train and describe: returns (model on cpu in eval mode, history, metadata).
 
@@ -168,7 +169,7 @@ def train_to_checkpoint(
     seed: int = 0,
     device: str = "auto",
     num_workers: int = 0,
-    precision: str = "fp32",
+    precision: str = "auto",
     progress: bool = True,
 ) -> Path:
     """Train on a directory or CSV and write the checkpoint; what the CLI does."""
@@ -353,7 +354,20 @@ def _run_epoch(
     return (total_loss / seen, *metrics.compute())
 
 
+def resolve_training_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 where the hardware runs it natively, else fp32 (fp16 training
+    would need loss scaling, so 'auto' never picks it)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def _autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    precision = resolve_training_precision(precision, device)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(dtypes)}")
@@ -406,7 +420,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="autocast precision; auto = bf16 where the hardware has it natively")
     return parser.parse_args(argv)
 
 
