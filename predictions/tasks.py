@@ -5,7 +5,7 @@ cluster's parent process never loads it (CUDA must not be touched before the
 workers fork).
 """
 
-from predictions.services.jobs import predict_chunk_failed, predict_chunk_run
+from predictions.services.jobs import predict_chunk_failed, predict_chunk_run, predictions_sweep
 
 
 def predict_chunk(job_id: int, image_ids: list[int]) -> dict:
@@ -18,6 +18,11 @@ def predict_chunk_hook(task) -> None:
     if task.success:
         return
     predict_chunk_failed(job_id=task.args[0], error=str(task.result))
+
+
+def sweep_predictions() -> dict:
+    """Queue again the images of stalled prediction jobs (a django-q2 schedule, every minute; migration 0003)."""
+    return predictions_sweep()
 
 
 def validate_model_version(version_id: int) -> str:

@@ -213,8 +213,9 @@ INFERENCE_PRECISION = env_str("INFERENCE_PRECISION", "auto")  # auto | fp32 | bf
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32)
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
 PREDICTION_CHUNK_SIZE = env_int("PREDICTION_CHUNK_SIZE", 64)
-# Work whose images still lack predictions this long after it was queued is
-# queued again by the periodic sweep (Redis loses in-flight tasks on a crash).
+# A prediction job that has made no progress for this long, while nothing waits
+# in the broker's queue, has lost chunks (a crashed worker or cluster; Redis
+# drops the tasks a cluster held): the periodic sweep queues its images again.
 PREDICTION_SWEEP_AFTER_SECONDS = env_int("PREDICTION_SWEEP_AFTER_SECONDS", 900)
 API_MAX_FILES = env_int("API_MAX_FILES", 64)
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 300)
@@ -228,7 +229,7 @@ Q_CLUSTER = {
     "workers": Q_WORKERS,
     # A task must finish (or be killed) before the broker redelivers it.
     "timeout": Q_TIMEOUT,
-    "retry": Q_TIMEOUT + 300,
+    "retry": env_int("Q_RETRY", Q_TIMEOUT + 300),
     "max_attempts": env_int("Q_MAX_ATTEMPTS", 3),
     "ack_failures": True,
     # The model is cached per worker process; recycling rarely keeps it warm.
@@ -247,6 +248,21 @@ if os.environ.get("REDIS_URL"):
     Q_CLUSTER["redis"] = os.environ["REDIS_URL"]
 else:
     Q_CLUSTER["orm"] = "default"
+
+# django-q2 keeps each cluster's status in a cache. A cache shared by every
+# process (Redis, else a database table made by a migration) lets the admin's
+# cluster page and `qmonitor` see every cluster, not only those in their own
+# process. The default cache stays per process: the review queue keeps cheap
+# hints there, and a database cache would turn its reads into queries.
+Q_CLUSTER["cache"] = "django_q"
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "django_q": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}
+        if os.environ.get("REDIS_URL")
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_q_cache"}
+    ),
+}
 if env_bool("Q_SYNC", False):
     Q_CLUSTER["sync"] = True
 

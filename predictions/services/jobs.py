@@ -10,15 +10,19 @@ nothing twice), so the broker may deliver a chunk more than once.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from datetime import timedelta
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from images.models import Image, UploadBatch
@@ -70,6 +74,16 @@ def _job_create_and_queue(
         total=len(image_ids),
         created_by=user if user is not None and user.is_authenticated else None,
     )
+    chunk_count = _chunks_queue_on_commit(job=job, image_ids=image_ids)
+    logger.info(
+        "Prediction job %s (%s): %d images with %s in %d chunks",
+        job.pk, reason, job.total, model_version, chunk_count,
+    )
+    return job
+
+
+def _chunks_queue_on_commit(*, job: PredictionJob, image_ids: Sequence[int], label: str = "chunk") -> int:
+    """Queue ``predict_chunk`` tasks for ``image_ids`` once the transaction commits; how many."""
     chunks = [list(ids) for ids in _batched(image_ids, max(1, settings.PREDICTION_CHUNK_SIZE))]
 
     def queue_chunks() -> None:
@@ -78,18 +92,14 @@ def _job_create_and_queue(
                 "predictions.tasks.predict_chunk",
                 job.pk,
                 chunk_ids,
-                task_name=f"predict job {job.pk} chunk {number}/{len(chunks)}",
+                task_name=f"predict job {job.pk} {label} {number}/{len(chunks)}",
                 group=f"prediction-job-{job.pk}",
                 hook="predictions.tasks.predict_chunk_hook",
             )
 
     # The worker must find the job and the images committed.
     transaction.on_commit(queue_chunks)
-    logger.info(
-        "Prediction job %s (%s): %d images with %s in %d chunks",
-        job.pk, reason, job.total, model_version, len(chunks),
-    )
-    return job
+    return len(chunks)
 
 
 @transaction.atomic
@@ -162,6 +172,94 @@ def predict_missing(*, model_version: ModelVersion, user=None, reason: str) -> P
     if not missing:
         return None
     return _job_create_and_queue(model_version=model_version, image_ids=missing, batch=None, reason=reason, user=user)
+
+
+# --- the sweep: chunks lost to a crash ----------------------------------------------
+
+
+def _images_lacking_outcome(*, job: PredictionJob):
+    """The images a job was queued for that have neither a prediction nor a failure from its version.
+
+    A job does not record its image ids, so its images are taken to be those
+    uploaded before it was queued: in its upload batch, or anywhere for a job
+    without one (activation, retry). Images a job did not hold but that lack an
+    outcome need one anyway, and a chunk only fills what is missing.
+    """
+    model_version_id = job.model_version_id
+    images = Image.objects.filter(uploaded_at__lte=job.created_at)
+    if job.batch_id is not None:
+        images = images.filter(batch_id=job.batch_id)
+    return images.filter(
+        ~Exists(Prediction.objects.filter(image=OuterRef("pk"), model_version_id=model_version_id)),
+        ~Exists(PredictionFailure.objects.filter(image=OuterRef("pk"), model_version_id=model_version_id)),
+    ).order_by("pk")
+
+
+def _queued_task_count() -> int:
+    """Tasks waiting in the broker's queue (not those a cluster has taken and holds)."""
+    return get_broker().queue_size() or 0
+
+
+def predictions_sweep(*, stale_after: timedelta | None = None) -> dict:
+    """Queue again the images of unfinished jobs that have stopped making progress.
+
+    A crash loses chunks: the Redis broker drops the tasks a cluster held, and
+    the ORM broker hands a killed task out again only after ``retry`` seconds. A
+    job without progress for ``PREDICTION_SWEEP_AFTER_SECONDS`` while nothing
+    waits in the queue has lost some: its images still lacking an outcome are
+    queued again under the same job. Safe to run any time and from several
+    processes: a chunk only fills what is missing and counts each image once.
+    A stale job with nothing missing is marked done (its images were predicted
+    by other jobs, or its counting chunks were lost after their writes).
+    Run every minute by the django-q2 schedule ``predictions.tasks.sweep_predictions``.
+    """
+    stale_after = stale_after or timedelta(seconds=settings.PREDICTION_SWEEP_AFTER_SECONDS)
+    summary = {"requeued_jobs": 0, "requeued_images": 0, "finished_jobs": 0}
+    waiting = _queued_task_count()
+    if waiting:
+        # Work still queued is not lost, and a busy queue is no sign of a crash.
+        summary["waiting_tasks"] = waiting
+        return summary
+    unfinished = [PredictionJob.Status.QUEUED, PredictionJob.Status.RUNNING]
+    stale_ids = list(
+        PredictionJob.objects.filter(
+            status__in=unfinished,
+            progressed_at__lt=timezone.now() - stale_after,
+            model_version__validation_status=ModelVersion.Validation.VALID,
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    for job_id in stale_ids:
+        with transaction.atomic():
+            job = (
+                PredictionJob.objects.select_for_update()
+                .filter(pk=job_id, status__in=unfinished, progressed_at__lt=timezone.now() - stale_after)
+                .first()
+            )
+            if job is None:  # progressed, finished or swept since the list was read
+                continue
+            missing = list(_images_lacking_outcome(job=job).values_list("pk", flat=True))
+            now = timezone.now()
+            if not missing:
+                PredictionJob.objects.filter(pk=job.pk).update(
+                    status=PredictionJob.Status.DONE,
+                    done=Greatest(F("total") - F("failed"), 0),
+                    progressed_at=now,
+                    finished_at=now,
+                )
+                summary["finished_jobs"] += 1
+                logger.warning("Prediction job %s had stopped with every image done; marked done", job.pk)
+                continue
+            PredictionJob.objects.filter(pk=job.pk).update(progressed_at=now)
+            _chunks_queue_on_commit(job=job, image_ids=missing, label="swept chunk")
+            summary["requeued_jobs"] += 1
+            summary["requeued_images"] += len(missing)
+            logger.warning(
+                "Prediction job %s made no progress for %s: %d images lacking a prediction queued again",
+                job.pk, stale_after, len(missing),
+            )
+    return summary
 
 
 # --- the worker side ---------------------------------------------------------------
@@ -250,7 +348,9 @@ def predict_chunk_run(*, job_id: int, image_ids: Sequence[int]) -> dict:
     outcome = _run_model(model_version=model_version, images=todo) if todo else _ChunkOutcome()
     counts = _chunk_record(job=job, image_ids=image_ids, outcome=outcome)
     logger.info("Prediction job %s: chunk of %d images: %s", job.pk, len(image_ids), counts)
-    return {"job": job.pk, **counts}
+    # Which process did the work, kept with the task's result: with several
+    # clusters sharing one queue (one name), the task rows cannot tell them apart.
+    return {"job": job.pk, **counts, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
 @transaction.atomic
@@ -345,6 +445,7 @@ def _chunk_record(*, job: PredictionJob, image_ids: Sequence[int], outcome: _Chu
             # Capped, so a counter can never run past the total.
             done=Least(F("done") + done, Greatest(F("total") - vanished, 0)),
             failed=Greatest(F("failed") + failed, 0),
+            progressed_at=now,
         )
     PredictionJob.objects.filter(
         pk=job.pk,

@@ -1,5 +1,7 @@
 """The django-q2 entry points of the prediction pipeline, called the way the cluster calls them."""
 
+import os
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +23,11 @@ def test_predict_chunk_runs_by_its_dotted_name_and_records_a_successful_task(ima
 
     task = Task.objects.get(id=task_id)
     assert task.success, task.result
-    assert task.result == {"job": job.pk, "predicted": 2, "failed": 0, "vanished": 0}
+    assert task.result == {
+        "job": job.pk, "predicted": 2, "failed": 0, "vanished": 0,
+        # sync mode: the worker is this process
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
     assert Prediction.objects.filter(job=job).count() == 2
     job.refresh_from_db()
     assert job.status == PredictionJob.Status.DONE
