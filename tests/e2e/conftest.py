@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
-# The integration tests' real qcluster on this session's test database.
-from tests.integration.conftest import cluster_name, qcluster  # noqa: F401  (fixtures)
+# The integration tests' real qcluster on this session's test database: all of
+# that conftest's fixtures (qcluster and the ones it builds on), whatever they become.
+from tests.integration.conftest import *  # noqa: E402,F401,F403
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 CHROMIUM_ARGS = [
