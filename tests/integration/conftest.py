@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings
 
 STOP_TIMEOUT_SECONDS = 20
+STARTUP_TIMEOUT_SECONDS = 120
 
 
 @dataclass
@@ -40,8 +41,34 @@ class RunningCluster:
         except OSError:
             return "(no log)"
 
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def assert_alive(self) -> None:
         assert self.process.poll() is None, f"qcluster exited with {self.process.returncode}:\n{self.log_tail()}"
+
+    def wait_until_running(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        """Until its workers, pusher and monitor are up (django-q2 logs "Q Cluster ... running")."""
+
+        def running():
+            """the cluster to start"""
+            return any(
+                line.rstrip().endswith(" running.") and "Q Cluster" in line for line in self.log().splitlines()
+            )
+
+        wait_for(running, timeout=timeout, interval=0.2, cluster=self)
+
+    def processes(self) -> list[int]:
+        """Every process of the cluster: the qcluster command and all it forked."""
+        return [self.pid, *descendants(self.pid)]
+
+    def kill(self) -> None:
+        """kill -9 the whole cluster, as a power cut or the OOM killer would."""
+        os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def database_environment() -> dict[str, str]:
@@ -69,27 +96,27 @@ def cluster_name(monkeypatch) -> str:
     name = f"reviewtool-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(Conf, "PREFIX", name)
     monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
+    monkeypatch.setattr(Conf, "Q_STAT", f"django_q:{name}:cluster")  # where the clusters' status is kept
     # Tasks queued here must travel to the cluster instead of running inline.
     monkeypatch.setattr(Conf, "SYNC", False)
     return name
 
 
-@pytest.fixture
-def qcluster(transactional_db, cluster_name, tmp_path):
-    """A running `manage.py qcluster`; stopped (SIGTERM, then its whole process group killed) afterwards."""
+def cluster_start(*, name: str, log_path: Path, environment: dict[str, str] | None = None) -> RunningCluster:
+    """Start `manage.py qcluster` (tests/integration/settings.py) on this session's test database."""
     if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         assert settings.DATABASES["default"]["TEST"]["NAME"], "the SQLite test database must be a file"
-    log_path = tmp_path / "qcluster.log"
     env = {
         **os.environ,
         **database_environment(),
         "DJANGO_SETTINGS_MODULE": "tests.integration.settings",
-        "Q_CLUSTER_NAME": cluster_name,
+        "Q_CLUSTER_NAME": name,
         "PYTHONUNBUFFERED": "1",
+        **(environment or {}),
     }
     if not env["DATABASE_URL"]:
         del env["DATABASE_URL"]
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
             cwd=settings.BASE_DIR,
@@ -99,11 +126,38 @@ def qcluster(transactional_db, cluster_name, tmp_path):
             # Its own process group, so teardown can reach the forked workers too.
             start_new_session=True,
         )
-    cluster = RunningCluster(process=process, log_path=log_path)
+    return RunningCluster(process=process, log_path=log_path)
+
+
+@pytest.fixture
+def start_qcluster(transactional_db, cluster_name, tmp_path):
+    """start_qcluster(**environment) starts one more cluster on this test's queue; all are stopped afterwards.
+
+    ``environment`` overrides settings the cluster reads from the environment
+    (Q_RETRY, PREDICTION_SWEEP_AFTER_SECONDS, ...). Each cluster logs to its own file.
+    """
+    started: list[RunningCluster] = []
+
+    def start(**environment: str) -> RunningCluster:
+        cluster = cluster_start(
+            name=cluster_name,
+            log_path=tmp_path / f"qcluster-{len(started) + 1}.log",
+            environment=environment,
+        )
+        started.append(cluster)
+        return cluster
+
     try:
-        yield cluster
+        yield start
     finally:
-        _stop(process)
+        for cluster in started:
+            _stop(cluster.process)
+
+
+@pytest.fixture
+def qcluster(start_qcluster):
+    """A running `manage.py qcluster`; stopped (SIGTERM, then its whole process group killed) afterwards."""
+    return start_qcluster()
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -135,6 +189,13 @@ def wait_for(condition, *, timeout: float, interval: float = 0.5, cluster: Runni
         time.sleep(interval)
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in child_pids(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def child_pids(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     try:
@@ -146,3 +207,43 @@ def child_pids(pid: int) -> list[int]:
 def loads_torch(pid: int) -> bool:
     """Whether the process has libtorch mapped: the proof that it imported torch."""
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def tiny_jpeg(number: int, size: int = 32) -> bytes:
+    """A distinct small JPEG for each number below 65536: its bits drawn as black and white blocks."""
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    picture = PILImage.new("RGB", (size, size), ((number * 53) % 256, (number * 97 + 40) % 256, (number * 31) % 256))
+    draw = ImageDraw.Draw(picture)
+    block = size // 8
+    for bit in range(16):
+        x, y = (bit % 8) * block, (bit // 8) * block
+        draw.rectangle([x, y, x + block - 1, y + block - 1], fill="white" if number >> bit & 1 else "black")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def upload_images(*, user, count: int, name: str):
+    """Upload ``count`` distinct tiny JPEGs as one batch, the way the admin form does (images.services)."""
+    import io
+
+    from images.services import upload_files
+
+    batch = upload_files(
+        files=((f"photo-{number:04d}.jpg", io.BytesIO(tiny_jpeg(number))) for number in range(count)),
+        user=user,
+        name=name,
+    )
+    assert batch.images.count() == count, batch.report
+    return batch
+
+
+def cluster_status(cluster: RunningCluster):
+    """The status the cluster publishes through django-q2's shared cache (what `qmonitor` shows), or None."""
+    from django_q.status import Stat
+
+    return next((stat for stat in Stat.get_all() if stat.pid == cluster.pid), None)

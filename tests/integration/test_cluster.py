@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.conftest import DEMO_CLASSES
-from tests.integration.conftest import child_pids, loads_torch, wait_for
+from tests.integration.conftest import descendants, loads_torch, wait_for
 
 # serialized_rollback: the flush after a transactional test would otherwise drop
 # the role groups the data migration created.
@@ -20,13 +20,6 @@ PREDICTION_TIMEOUT_SECONDS = 120
 def parent_pid(pid: int) -> int:
     # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may contain spaces.
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    found = []
-    for child in child_pids(pid):
-        found += [child, *descendants(child)]
-    return found
 
 
 def test_uploaded_images_are_predicted_by_the_cluster_whose_parent_never_loads_torch(
