@@ -6,8 +6,11 @@ Each image is drawn small (shapes, texture, distractor strokes), scaled up to a 
 size between 640x480 and 1600x1200 (4:3, some portrait), given film grain and saved as
 a JPEG of realistic quality, one folder per class. The same seed gives the same files.
 
-The demo checkpoint (see ``build_demo_checkpoint``) is trained with the recommended
-settings below: ``python -m ml.train --data demo_data --input-size 112 --epochs 6``.
+The demo checkpoint (see ``build_demo_checkpoint``) is trained with the settings below:
+``python -m ml.train --data demo_data --input-size 112 --epochs 12 --lr 1e-3``.
+Known gap: from random weights, resnet18 learns these shapes slowly; on a shared two-core
+CPU, 10-12 epochs of 600 training images reached only ~30% validation accuracy, far from
+the >= 95% the demo is meant to show (the issue's target is not met yet).
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ from tqdm import tqdm
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross")
 
-# Recommended settings for the demo checkpoint: trains in well under 3 minutes on two
-# CPU cores and reaches >= 95% validation accuracy (numbers in the project README).
+# Settings for the demo checkpoint (see the module docstring for how well they do).
 DEMO_COUNT = 750
-DEMO_EPOCHS = 6
+DEMO_EPOCHS = 12
 DEMO_INPUT_SIZE = 112
-DEMO_LR = 2e-3
+DEMO_LR = 1e-3
 DEMO_BATCH_SIZE = 32
 
 _CANVAS_SHORT_SIDE = 240  # drawing resolution; shapes stay smooth after upscaling
@@ -115,7 +117,7 @@ def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
     image = Image.composite(Image.new("RGB", size, base), Image.new("RGB", size, tint), gradient)
     blotches = _noise((max(2, size[0] // 16), max(2, size[1] // 16)), 60, rng)
     blotches = blotches.resize(size, Image.Resampling.BICUBIC).convert("RGB")
-    return Image.blend(image, blotches, rng.uniform(0.1, 0.25))
+    return Image.blend(image, blotches, rng.uniform(0.08, 0.18))
 
 
 def _rotated_gradient(degrees: float) -> Image.Image:
@@ -128,7 +130,7 @@ def _rotated_gradient(degrees: float) -> Image.Image:
 def _draw_distractors(draw: ImageDraw.ImageDraw, size: tuple[int, int], rng: random.Random) -> None:
     """Thin strokes and specks, so the model must look for the shape, not any edge."""
     width, height = size
-    for _ in range(rng.randint(0, 3)):
+    for _ in range(rng.randint(0, 2)):
         start = (rng.uniform(0, width), rng.uniform(0, height))
         end = (rng.uniform(0, width), rng.uniform(0, height))
         draw.line([start, end], fill=_random_colour(rng), width=rng.randint(1, 2))
@@ -140,7 +142,7 @@ def _draw_distractors(draw: ImageDraw.ImageDraw, size: tuple[int, int], rng: ran
 def _shape(label: str, size: tuple[int, int], rng: random.Random) -> list[Point]:
     width, height = size
     short = min(size)
-    radius = rng.uniform(0.2, 0.32) * short
+    radius = rng.uniform(0.24, 0.34) * short
     # Centre kept where a centre crop and a 60% random crop still see the shape.
     centre = (
         width / 2 + rng.uniform(-0.12, 0.12) * short,
@@ -197,7 +199,7 @@ def _contrasting_colour(background: tuple[int, ...], rng: random.Random) -> tupl
     """A random colour clearly lighter or darker than the background."""
     for _ in range(100):
         colour = _random_colour(rng)
-        if abs(_luminance(colour) - _luminance(background)) > 70:
+        if abs(_luminance(colour) - _luminance(background)) > 100:
             return colour
     return (0, 0, 0) if _luminance(background) > 128 else (255, 255, 255)
 

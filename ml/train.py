@@ -1,7 +1,7 @@
 """Training, outside the web process: the tutorial's ``train_model`` plus the plumbing
 around it (samples, split, datasets, checkpoint).
 
-    python -m ml.train --data demo_data --input-size 112 --epochs 6 --out weights/demo.pth
+    python -m ml.train --data demo_data --input-size 112 --epochs 12 --out weights/demo.pth
 
 ``--data`` is an ImageFolder-style directory (one folder per class) or a CSV file with
 a ``path,label`` header (paths relative to the CSV's folder, or absolute): the export
@@ -161,9 +161,9 @@ def train_to_checkpoint(
     out_path: str | Path,
     *,
     arch: str = DEFAULT_ARCH,
-    epochs: int = 6,
+    epochs: int = 12,
     input_size: int = 112,
-    lr: float = 2e-3,
+    lr: float = 1e-3,
     batch_size: int = 32,
     val_fraction: float = 0.2,
     seed: int = 0,
@@ -411,9 +411,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--data", required=True, type=Path, help="class folders or path,label CSV")
     parser.add_argument("--arch", default=DEFAULT_ARCH)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--input-size", type=int, default=112)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write, e.g. weights/demo.pth")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
