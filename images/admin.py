@@ -80,7 +80,7 @@ class PredictedLabelFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() and self.value().isdigit():
-            return queryset.filter(predicted_label_id=int(self.value()))
+            return selectors.images_predicted_as(queryset, label_id=int(self.value()))
         return queryset
 
 

@@ -143,6 +143,7 @@ def test_changelist_shows_the_active_versions_prediction_and_status(
         ("status=failed", {"img-0002.png"}),
         ("status=reviewed", {"img-0003.png"}),
         ("predicted_label={circle}", {"img-0001.png"}),
+        ("predicted_label={square}", set()),  # only the old version predicted squares
         ("final_label__id__exact={cross}", {"img-0003.png"}),
         ("model_version={old}", {"img-0000.png", "img-0001.png", "img-0002.png", "img-0003.png"}),
         ("model_version={current}", {"img-0001.png", "img-0003.png"}),
@@ -169,6 +170,22 @@ def test_changelist_filters_and_search(images, client_for, reviewer, query, expe
     response = client_for(reviewer).get(url)
     assert response.status_code == 200
     assert {image.original_name for image in response.context["cl"].result_list} == expected
+
+
+def test_changelist_sorts_by_the_active_versions_confidence(images, client_for, reviewer):
+    old_version = make_version("old", active=False)
+    version = make_version("current")
+    unsure, sure, unpredicted = images(3)
+    predict(unsure, version, "circle", 0.4)
+    predict(sure, version, "star", 0.9)
+    predict(unpredicted, old_version, "square", 0.99)  # not the active version: no confidence shown
+
+    response = client_for(reviewer).get(CHANGELIST + "?o=-4")  # the confidence column, descending
+
+    names = [image.original_name for image in response.context["cl"].result_list]
+    # Where the image without a confidence goes (first or last) is the database's choice.
+    assert [name for name in names if name != unpredicted.original_name] == [sure.original_name, unsure.original_name]
+    assert len(names) == 3
 
 
 def test_change_page_shows_image_predictions_failure_and_review_history(
