@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from images.models import Image, UploadBatch
 from predictions.models import Label
-from predictions.selectors.queue import QueueFilters, QueueOrder, queue_model_version, review_queue
+from predictions.selectors.queue import (
+    QueueFilters,
+    QueueOrder,
+    queue_model_version,
+    review_queue,
+    review_queue_size_estimate,
+)
 from predictions.services.reviews import review_claim_next, review_claim_release, review_submit
 
 
@@ -74,6 +80,15 @@ def test_random_order_reaches_every_image(reviewer, mixed):
         seen.update(claim_names(reviewer, QueueFilters(order=QueueOrder.RANDOM), count=1))
         Image.objects.update(claimed_by=None, claimed_until=None)
     assert len(seen) >= 3  # each start point is uniform over margins; a, c and d are all reachable
+
+
+def test_size_estimate_is_exact_up_to_the_cap_and_says_more_beyond(reviewer, mixed):
+    version = queue_model_version(filters=QueueFilters())
+    queue = review_queue(reviewer=reviewer, filters=QueueFilters(), model_version=version)
+
+    assert review_queue_size_estimate(queue=queue) == (4, False)
+    assert review_queue_size_estimate(queue=queue, cap=4) == (4, False)
+    assert review_queue_size_estimate(queue=queue, cap=3) == (3, True)  # shown as "3+"
 
 
 def test_filters_batch_label_and_confidence(reviewer, mixed):
