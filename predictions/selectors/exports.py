@@ -3,8 +3,8 @@
 Every export walks one queryset built here, so a row never needs a query of its
 own: the prediction of the chosen model version is a LEFT JOIN (a
 FilteredRelation on the unique image+version pair), the latest live review's
-`agreed` a correlated subquery, and the users, batch and final label come with
-select_related.
+`agreed` a correlated subquery, and the names of the users, batch and final
+label are joined in by the values() the export reads.
 """
 
 from collections.abc import Iterable, Iterator
@@ -37,10 +37,8 @@ def image_export_queryset(*, queryset: QuerySet[Image], model_version: ModelVers
         "-created_at", "-id"
     )
     return (
-        # prefetch_related would make import-export page through the rows
-        # instead of streaming them, and nothing here needs it.
+        # The export reads values(), which prefetching cannot apply to.
         queryset.prefetch_related(None)
-        .select_related("batch", "uploaded_by", "final_label", "reviewed_by")
         .annotate(
             export_prediction=FilteredRelation(
                 "predictions",

@@ -3,8 +3,9 @@
 The admin starts an ExportJob with the image ids it would have exported (in
 changelist order) and the task writes the file chunk by chunk into a local
 temporary file, then hands it to the default storage under `exports/`; memory
-stays flat whatever the row count. The label rows come from the same
-`predictions.resources` resource as the admin's immediate export.
+stays flat whatever the row count. Each label row is made by the same
+`export_row_function` of the `predictions.resources` resource as the admin's
+immediate export.
 """
 
 import csv
@@ -137,16 +138,18 @@ def labels_csv_write(*, job_id: int) -> None:
             model_version=export_model_version(model_version_id=version_id) if version_id else None,
         )
         selected = params.get("fields") or None
+        row = resource.export_row_function(selected)
         with tempfile.TemporaryFile() as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = csv.writer(text)
             writer.writerow(resource.get_export_headers(selected_fields=selected))
             done = 0
             for chunk in chunked(export_job_images(job=job), EXPORT_CHUNK_SIZE):
-                images = {image.pk: image for image in resource.filter_export(Image.objects.filter(pk__in=chunk))}
-                for pk in chunk:
-                    if pk in images:  # deleted since the export started: left out
-                        writer.writerow(resource.export_resource(images[pk], selected_fields=selected))
+                # In the chunk's (the changelist's) order, not the table's.
+                rows = resource.filter_export(Image.objects.filter(pk__in=chunk).order_by())
+                values_by_id = {values["id"]: values for values in rows}
+                # An image deleted since the export started is left out.
+                writer.writerows(row(values_by_id[pk]) for pk in chunk if pk in values_by_id)
                 done += len(chunk)
                 _job_progress(job=job, done=done)
             text.flush()

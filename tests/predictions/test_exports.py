@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from images.models import Image
+from images.models import Image, UploadBatch
 from predictions.models import ExportJob, Label, Prediction
 from predictions.resources import (
     ImageLabelResource,
@@ -100,6 +100,18 @@ def test_export_rows_field_by_field(
     d = rows["d.jpg"]
     assert (d["model_version"], d["predicted_label"], d["confidence"], d["uploaded_by"]) == ("", "", "", "lead")
     assert d["uploaded_at"] == not_predicted.uploaded_at.isoformat(timespec="seconds")
+
+
+def test_export_names_each_images_upload_batch(client_for, lead, image_factory):
+    named = UploadBatch.objects.create(name="field trip")
+    unnamed = UploadBatch.objects.create()
+    image_factory(name="named.jpg", batch=named)
+    image_factory(name="unnamed.jpg", batch=unnamed)
+    image_factory(name="loose.jpg")
+
+    rows = {row["original_name"]: row["upload_batch"] for row in export(client_for(lead))}
+
+    assert rows == {"named.jpg": "field trip", "unnamed.jpg": f"Upload #{unnamed.pk}", "loose.jpg": ""}
 
 
 def test_export_with_probabilities_has_one_column_per_class(client_for, lead, prediction_factory):
