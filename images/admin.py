@@ -14,6 +14,7 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from predictions.actions import confirm_predictions, set_label
@@ -226,7 +227,7 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
                 '<img src="{}" alt="" width="64" height="64" loading="lazy" style="object-fit: cover">',
                 image.thumbnail.url,
             )
-        return format_html(
+        return mark_safe(
             '<span title="Thumbnail not made yet" style="display:inline-block;width:64px;height:64px;'
             'background:var(--darkened-bg);"></span>'
         )
