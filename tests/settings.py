@@ -12,6 +12,9 @@ _root = os.environ.setdefault("REVIEWTOOL_TEST_ROOT", tempfile.mkdtemp(prefix="r
 os.environ.setdefault("MEDIA_ROOT", os.path.join(_root, "media"))
 os.environ.setdefault("WEIGHTS_DIR", os.path.join(_root, "weights"))
 os.environ.setdefault("REVIEWTOOL_VAR_DIR", os.path.join(_root, "var"))
+# WhiteNoise serves from the finders in tests; it only needs the folder to exist.
+os.environ.setdefault("STATIC_ROOT", os.path.join(_root, "static"))
+os.makedirs(os.environ["STATIC_ROOT"], exist_ok=True)
 # A file, not :memory:, so the integration tests' real qcluster process can
 # open the same SQLite test database (ignored when DATABASE_URL is set).
 os.environ.setdefault("SQLITE_TEST_PATH", os.path.join(_root, "test-db.sqlite3"))
