@@ -106,18 +106,20 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_the_sweep_brings_its_chunk_ba
 
     wait_for(worker_replaced, timeout=30, cluster=cluster)
 
-    # The schedule queues the sweep every minute; here it is queued as soon as
-    # the last one finished, to keep the test short.
+    # The schedule queues the sweep every minute; here it is queued again as
+    # soon as the last one finished, to keep the test short.
+    sweeps_queued = 0
+
     def recovered():
         """every image predicted after the sweep"""
+        nonlocal sweeps_queued
         if every_image_predicted(batch, active_model_version):
             return True
-        if len(sweep_results()) == recovered.sweeps_queued:
+        if len(sweep_results()) == sweeps_queued:
             async_task(SWEEP_FUNC)
-            recovered.sweeps_queued += 1
+            sweeps_queued += 1
         return False
 
-    recovered.sweeps_queued = 0
     wait_for(recovered, timeout=RECOVERY_TIMEOUT_SECONDS, interval=1, cluster=cluster)
 
     assert_each_image_predicted_once(batch, active_model_version)
