@@ -54,7 +54,8 @@ def tutorial_request(
     test_transforms = eval_transform(Preprocessing(input_size=224))
 
     model = build_model(DEFAULT_ARCH, num_classes=len(class_names)).to(device)
-    checkpoint = torch.load(weights_path, map_location=device)
+    # The tutorial omits weights_only; torch >= 2.6 defaults to it, so spelling it out changes nothing.
+    checkpoint = torch.load(weights_path, map_location=device, weights_only=True)
     model.load_state_dict(checkpoint["model_state_dict"])
     model.eval()
 
