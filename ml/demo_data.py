@@ -1,16 +1,25 @@
 """Deterministic demo data set: five shapes on textured, noisy photos.
 
-    python -m ml.demo_data --out demo_data --count 750
+    python -m ml.demo_data --out demo_data --count 2000
 
 Each image is drawn small (shapes, texture, distractor strokes), scaled up to a camera
 size between 640x480 and 1600x1200 (4:3, some portrait), given film grain and saved as
 a JPEG of realistic quality, one folder per class. The same seed gives the same files.
 
-The demo checkpoint (see ``build_demo_checkpoint``) is trained with the settings below:
-``python -m ml.train --data demo_data --input-size 112 --epochs 12 --lr 1e-3``.
-Known gap: from random weights, resnet18 learns these shapes slowly; on a shared two-core
-CPU, 10-12 epochs of 600 training images reached only ~30% validation accuracy, far from
-the >= 95% the demo is meant to show (the issue's target is not met yet).
+The demo checkpoint (``build_demo_checkpoint``, which ``manage.py bootstrap`` calls)
+trains on 2,000 images (1,600 train, 400 held out for validation) with
+
+    python -m ml.train --data demo_data --input-size 64 --epochs 16 --lr 3e-3 \
+        --augment shapes --out weights/demo.pth
+
+ResNet18 from random weights needs about a thousand optimizer steps to learn these
+shapes, so the recipe buys steps cheaply: a 64 px input, each JPEG decoded once (draft
+mode) and kept in memory, rotation/flip augmentation (the shapes have no up or down).
+Measured (2 cores shared with other work, so wall times are upper bounds): the
+checkpoint built by ``build_demo_checkpoint('demo_data', 'weights/demo.pth')`` reached
+validation accuracy 0.9775 (macro-F1 0.977) on the 400 held-out images, in 308 s wall /
+448 s CPU; an undisturbed epoch takes ~10 s wall / ~19 s CPU, so a quiet two-core
+machine should need about 3 minutes. Generating the 2,000 images takes ~80 s.
 """
 
 from __future__ import annotations
@@ -28,11 +37,12 @@ from tqdm import tqdm
 CLASS_NAMES = ("circle", "square", "triangle", "star", "cross")
 
 # Settings for the demo checkpoint (see the module docstring for how well they do).
-DEMO_COUNT = 750
-DEMO_EPOCHS = 12
-DEMO_INPUT_SIZE = 112
-DEMO_LR = 1e-3
+DEMO_COUNT = 2000
+DEMO_EPOCHS = 16
+DEMO_INPUT_SIZE = 64
+DEMO_LR = 3e-3
 DEMO_BATCH_SIZE = 32
+DEMO_AUGMENT = "shapes"
 
 _CANVAS_SHORT_SIDE = 240  # drawing resolution; shapes stay smooth after upscaling
 _MIN_SIZE, _MAX_SIZE = (640, 480), (1600, 1200)
@@ -78,6 +88,7 @@ def build_demo_checkpoint(
         input_size=DEMO_INPUT_SIZE,
         lr=DEMO_LR,
         batch_size=DEMO_BATCH_SIZE,
+        augment=DEMO_AUGMENT,
         progress=progress,
     )
 

@@ -60,16 +60,42 @@ def eval_transform(p: Preprocessing) -> v2.Compose:
     )
 
 
-def train_transform(p: Preprocessing) -> v2.Compose:
-    """Light augmentation that keeps the object recognisable, then as eval."""
-    return v2.Compose(
-        [
+AUGMENTATIONS = ("light", "shapes")
+
+
+def train_transform(p: Preprocessing, *, augment: str = "light") -> v2.Compose:
+    """Random augmentation that keeps the object recognisable, then as eval.
+
+    ``"light"`` suits photos (upright world, left and right alike): crops, horizontal
+    flips, mild colour jitter. ``"shapes"`` is for objects with no up or down, like the
+    demo's drawn shapes: any rotation, both flips, stronger colour changes, and crops
+    large enough to keep the whole object. Both end as :func:`eval_transform` does.
+    """
+    if augment == "light":
+        geometry = [
             v2.RandomResizedCrop(p.input_size, scale=(0.6, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-            *_to_normalised_tensor(p),
         ]
-    )
+        colour = [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+    elif augment == "shapes":
+        # Corners uncovered by the rotation take the mean colour, which normalises to 0.
+        fill = tuple(round(255 * m) for m in p.mean)
+        geometry = [
+            v2.RandomRotation(180, interpolation=v2.InterpolationMode.BILINEAR, fill=fill),
+            # Near-square crops: a square stays a square, a circle a circle.
+            v2.RandomResizedCrop(p.input_size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+        ]
+        # No hue jitter: it costs as much as the rest together, and colour is already
+        # random in such data.
+        colour = [
+            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.4),
+            v2.RandomGrayscale(0.1),
+        ]
+    else:
+        raise ValueError(f"unknown augmentation {augment!r}: use one of {', '.join(AUGMENTATIONS)}")
+    return v2.Compose([*geometry, *colour, *_to_normalised_tensor(p)])
 
 
 def _to_normalised_tensor(p: Preprocessing) -> list[v2.Transform]:

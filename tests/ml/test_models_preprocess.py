@@ -38,9 +38,16 @@ def test_eval_transform_resizes_then_centre_crops():
     assert tensor.abs().max() < 0.01  # ImageNet mean colour normalises to ~0
 
 
-def test_train_transform_gives_model_sized_tensors():
-    tensor = train_transform(Preprocessing(input_size=32))(Image.new("RGB", (80, 40)))
+@pytest.mark.parametrize("augment", ["light", "shapes"])
+def test_train_transform_gives_model_sized_tensors(augment):
+    tensor = train_transform(Preprocessing(input_size=32), augment=augment)(Image.new("RGB", (80, 40)))
     assert tensor.shape == (3, 32, 32)
+    assert tensor.dtype == torch.float32
+
+
+def test_unknown_augmentation_is_named():
+    with pytest.raises(ValueError, match="unknown augmentation 'heavy'"):
+        train_transform(Preprocessing(input_size=32), augment="heavy")
 
 
 def test_preprocessing_dict_round_trip():

@@ -10,9 +10,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from ml.checkpoints import load_checkpoint
+from ml.decode import open_image
 from ml.models import build_model
-from ml.train import HISTORY_KEYS, load_samples, main, stratified_split, train_from_samples, train_model
-from tests.ml.images import HUE_CLASSES, encode, hue_dataset
+from ml.train import (
+    HISTORY_KEYS,
+    ImageSamplesDataset,
+    load_samples,
+    main,
+    stratified_split,
+    train_from_samples,
+    train_model,
+)
+from tests.ml.images import HUE_CLASSES, encode, hue_dataset, noise_rgb
 
 
 def test_train_model_returns_every_metric_series(trained_tiny):
@@ -106,10 +115,62 @@ def test_train_from_samples_skips_bad_files_and_describes_the_model(image_folder
     assert metadata.metrics["val_size"] == 5
 
 
+@pytest.fixture
+def counted_decodes(monkeypatch):
+    import ml.train
+
+    names = []
+
+    def counting_open_image(source, *, name, **kwargs):
+        names.append(name)
+        return open_image(source, name=name, **kwargs)
+
+    monkeypatch.setattr(ml.train, "open_image", counting_open_image)
+    return names
+
+
+def test_dataset_decodes_each_image_once_while_the_cache_lasts(counted_decodes):
+    from ml.preprocess import train_transform
+
+    p = _tiny()
+    photo = encode(noise_rgb((640, 480)), "JPEG")
+    cached = ImageSamplesDataset([(photo, 0), (photo, 1)], train_transform(p), p, cache_bytes=10**6)
+    uncached = ImageSamplesDataset([(photo, 0)], train_transform(p), p, cache_bytes=0)
+    for _ in range(3):  # epochs
+        assert [cached[i][1] for i in range(2)] == [0, 1]
+        assert uncached[0][0].shape == (3, 32, 32)
+    assert counted_decodes == ["sample 0", "sample 1", "sample 0", "sample 0", "sample 0"]
+
+
+def test_dataset_feeds_validation_exactly_as_serving_does(counted_decodes):
+    from ml.preprocess import eval_transform
+
+    p = _tiny()
+    photo = encode(noise_rgb((800, 600)), "JPEG")
+    dataset = ImageSamplesDataset([(photo, 3)], eval_transform(p), p, cache_bytes=10**6)
+    served = eval_transform(p)(open_image(photo, name="photo", draft_size=2 * p.input_size))
+    tensor, label = dataset[0]
+    assert label == 3
+    assert torch.equal(tensor, served)
+
+
+def test_broken_file_is_skipped_with_one_warning(tmp_path):
+    from ml.preprocess import eval_transform
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    dataset = ImageSamplesDataset([(broken, 0)], eval_transform(_tiny()), _tiny(), cache_bytes=10**6)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        assert dataset[0] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dataset[0] is None  # second epoch: remembered, not decoded or warned again
+
+
 def test_cli_writes_a_loadable_checkpoint(image_folder, tmp_path, capsys):
     out = tmp_path / "weights" / "hue.pth"
     main(["--data", str(image_folder), "--epochs", "1", "--input-size", "32", "--batch-size", "8",
-          "--out", str(out), "--device", "cpu"])  # fmt: skip
+          "--out", str(out), "--device", "cpu", "--augment", "shapes"])  # fmt: skip
     assert "val accuracy" in capsys.readouterr().out
     loaded = load_checkpoint(out)
     assert loaded.metadata.class_names == sorted(HUE_CLASSES)
