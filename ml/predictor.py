@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import torch
@@ -24,6 +25,11 @@ _PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", 
 # CPU flags of native bf16 arithmetic; without them bf16 is emulated and slower than fp32.
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _MAX_DECODE_WORKERS = 4
+
+logger = logging.getLogger(__name__)
+
+# Called in a decode thread with (position in the stream, name, oriented RGB image).
+DecodedHook = Callable[[int, str, Image.Image], None]
 
 
 @dataclass(frozen=True)
@@ -127,19 +133,35 @@ class Predictor:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         decode_workers: int | None = None,
+        on_decoded: DecodedHook | None = None,
+        min_decode_size: int | None = None,
     ) -> Iterator[tuple[str, Prediction | ImageDecodeError]]:
         """Decode and predict ``(name, source)`` pairs, yielding in input order.
 
         A thread pool decodes the next batch while the model runs on the current one.
         A file that cannot be decoded yields its ImageDecodeError; the stream goes on.
+
+        ``on_decoded(index, name, image)`` lets the caller reuse each decoded image
+        (e.g. for a thumbnail) instead of decoding the file again: it runs in the
+        decode threads with the oriented RGB image, before the model's transform, and
+        must not modify the image. Its exceptions are logged, never raised.
+        ``min_decode_size`` keeps JPEGs decoded at least that big on both sides
+        (by default they shrink to twice the model's input size).
         """
         workers = decode_workers or min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
-        chunks = _chunked(sources, self.batch_size)
+        chunks = _chunked(enumerate(sources), self.batch_size)
+        decode = partial(
+            self._decode_and_transform,
+            max_pixels=max_pixels,
+            # JPEGs decode at 1/2..1/8 scale: plenty for a model input this small.
+            draft_size=max(2 * self.preprocessing.input_size, min_decode_size or 0),
+            on_decoded=on_decoded,
+        )
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ml-decode")
         try:
-            pending = self._submit_decoding(pool, next(chunks, []), max_pixels)
+            pending = self._submit_decoding(pool, next(chunks, []), decode)
             while pending:
-                upcoming = self._submit_decoding(pool, next(chunks, []), max_pixels)
+                upcoming = self._submit_decoding(pool, next(chunks, []), decode)
                 yield from self._predict_decoded(pending)
                 pending = upcoming
         finally:
@@ -147,27 +169,33 @@ class Predictor:
 
     # --- internals ----------------------------------------------------------------
 
+    @staticmethod
     def _submit_decoding(
-        self, pool: ThreadPoolExecutor, chunk: list[tuple[str, ImageSource]], max_pixels: int
+        pool: ThreadPoolExecutor,
+        chunk: list[tuple[int, tuple[str, ImageSource]]],
+        decode: Callable[..., torch.Tensor | ImageDecodeError],
     ) -> list[tuple[str, Future]]:
-        return [
-            (name, pool.submit(self._decode_and_transform, name, source, max_pixels))
-            for name, source in chunk
-        ]
+        return [(name, pool.submit(decode, index, name, source)) for index, (name, source) in chunk]
 
     def _decode_and_transform(
-        self, name: str, source: ImageSource, max_pixels: int
+        self,
+        index: int,
+        name: str,
+        source: ImageSource,
+        *,
+        max_pixels: int,
+        draft_size: int,
+        on_decoded: DecodedHook | None,
     ) -> torch.Tensor | ImageDecodeError:
         try:
-            image = open_image(
-                source,
-                name=name,
-                max_pixels=max_pixels,
-                # JPEGs decode at 1/2..1/8 scale: plenty for a model input this small.
-                draft_size=2 * self.preprocessing.input_size,
-            )
+            image = open_image(source, name=name, max_pixels=max_pixels, draft_size=draft_size)
         except ImageDecodeError as exc:
             return exc
+        if on_decoded is not None:
+            try:
+                on_decoded(index, name, image)
+            except Exception:  # the caller's extra work must never cost the prediction
+                logger.exception("on_decoded hook failed for %s", name)
         return self._transform(image)
 
     def _predict_decoded(

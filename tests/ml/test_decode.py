@@ -20,6 +20,7 @@ from ml.decode import (
     ImageInfo,
     inspect_image,
     make_thumbnail,
+    thumbnail_jpeg,
     open_image,
 )
 from tests.ml.images import encode, noise_rgb
@@ -296,6 +297,20 @@ def test_thumbnail_is_an_oriented_jpeg_within_size():
 
     big = encode(noise_rgb((1600, 1200), sigma=20), "JPEG")
     assert Image.open(io.BytesIO(make_thumbnail(big, name="b.jpg"))).size == (256, 192)
+
+
+def test_thumbnail_of_a_decoded_image_leaves_the_image_as_it_was():
+    decoded = noise_rgb((800, 600), sigma=20)
+    before = decoded.tobytes()
+
+    thumbnail = Image.open(io.BytesIO(thumbnail_jpeg(decoded, size=320)))
+
+    assert (thumbnail.format, thumbnail.size) == ("JPEG", (320, 240))
+    assert decoded.size == (800, 600) and decoded.tobytes() == before  # still fit for the model
+    small = Image.open(io.BytesIO(thumbnail_jpeg(noise_rgb((40, 30)), size=320)))
+    assert small.size == (40, 30)  # never enlarged
+    rgba = Image.open(io.BytesIO(thumbnail_jpeg(Image.new("RGBA", (20, 10)), size=320)))
+    assert rgba.mode == "RGB"
 
 
 def test_decode_error_is_a_value_error_and_pickles():

@@ -76,6 +76,54 @@ def test_predict_sources_keeps_order_and_reports_bad_files(random_predictor, ima
         assert torch.allclose(torch.tensor(want.probabilities), torch.tensor(have.probabilities), atol=1e-5)
 
 
+def test_predict_sources_hands_each_decoded_image_to_the_hook(random_predictor, images):
+    sources = [
+        ("a.png", encode(images[0], "PNG")),
+        ("empty.jpg", b""),
+        ("b.jpg", encode(images[1].resize((400, 300)), "JPEG")),
+    ]
+    seen = {}
+
+    def on_decoded(index, name, image):
+        seen[index] = (name, image.mode, image.size)
+
+    with_hook = list(random_predictor.predict_sources(sources, on_decoded=on_decoded))
+
+    # A file that does not decode is not handed over; the others by stream position.
+    assert seen == {0: ("a.png", "RGB", images[0].size), 2: ("b.jpg", "RGB", (100, 75))}
+    without = list(random_predictor.predict_sources(sources))
+    assert [r.probabilities if isinstance(r, Prediction) else str(r) for _, r in with_hook] == [
+        r.probabilities if isinstance(r, Prediction) else str(r) for _, r in without
+    ]
+
+
+def test_min_decode_size_keeps_jpegs_decoded_at_least_that_big(random_predictor, images):
+    sources = [("b.jpg", encode(images[1].resize((400, 300)), "JPEG"))]
+    sizes = []
+
+    list(
+        random_predictor.predict_sources(
+            sources, min_decode_size=100, on_decoded=lambda index, name, image: sizes.append(image.size)
+        )
+    )
+
+    # Input 32 alone would let it decode at 1/4 scale (100x75); 100 px needs 1/2.
+    assert sizes == [(200, 150)]
+
+
+def test_a_failing_hook_does_not_break_prediction(random_predictor, images, caplog):
+    sources = [("a.png", encode(images[0], "PNG")), ("b.png", encode(images[1], "PNG"))]
+
+    def broken(index, name, image):
+        raise RuntimeError("thumbnail storage is down")
+
+    with caplog.at_level("ERROR", logger="ml.predictor"):
+        results = list(random_predictor.predict_sources(sources, on_decoded=broken))
+
+    assert [(name, type(result)) for name, result in results] == [("a.png", Prediction), ("b.png", Prediction)]
+    assert "on_decoded hook failed for a.png" in caplog.text
+
+
 def test_predict_sources_with_only_bad_files(random_predictor):
     results = list(random_predictor.predict_sources([("x.jpg", b"")]))
     assert [(name, type(result)) for name, result in results] == [("x.jpg", ImageDecodeError)]
