@@ -4,7 +4,9 @@ An upload is stored file by file, each in its own small transaction, so one bad
 file never loses the others. Files are content-addressed
 (``images/ab/cd/<sha256>.<ext>``), which makes re-uploads duplicates and lets a
 file whose row failed be reused by the next attempt instead of lingering.
-Thumbnails and predictions are queued on commit and made in the cluster.
+Predictions are queued on commit and made in the cluster; the prediction worker
+also makes each image's thumbnail from the same decoded image. Images that no
+model will predict get theirs from the ``make_thumbnails`` task instead.
 """
 
 from __future__ import annotations
@@ -241,8 +243,6 @@ def _batch_flush(batch: UploadBatch, entries: list[dict], accepted_ids: list[int
 
 
 def _queue_follow_up_work(*, image_ids: list[int], batch: UploadBatch, user) -> None:
-    for start in range(0, len(image_ids), THUMBNAIL_TASK_SIZE):
-        async_task("images.tasks.make_thumbnails", image_ids[start : start + THUMBNAIL_TASK_SIZE])
     try:
         from predictions.services.jobs import enqueue_predictions
     except ImportError as exc:
@@ -250,7 +250,18 @@ def _queue_follow_up_work(*, image_ids: list[int], batch: UploadBatch, user) -> 
             "predictions.services.jobs.enqueue_predictions is missing: uploaded images cannot be "
             "queued for prediction"
         ) from exc
-    enqueue_predictions(image_ids=image_ids, batch=batch, reason="upload", user=user)
+    job = enqueue_predictions(image_ids=image_ids, batch=batch, reason="upload", user=user)
+    if job is None or job.total < len(set(image_ids)):
+        # Some images will not be predicted (no active model, or a prediction
+        # already there), so no prediction worker decodes them: thumbnail them
+        # on their own. The task skips images that have a thumbnail.
+        thumbnails_queue(image_ids=image_ids)
+
+
+def thumbnails_queue(*, image_ids: list[int]) -> None:
+    """Queue ``make_thumbnails`` tasks for ``image_ids`` (call it once the images are committed)."""
+    for start in range(0, len(image_ids), THUMBNAIL_TASK_SIZE):
+        async_task("images.tasks.make_thumbnails", image_ids[start : start + THUMBNAIL_TASK_SIZE])
 
 
 # --- thumbnails ------------------------------------------------------------------
@@ -270,14 +281,22 @@ def thumbnails_create(*, image_ids: Iterable[int]) -> int:
                 jpeg = make_thumbnail(
                     fp, name=image.original_name, size=settings.THUMBNAIL_SIZE, max_pixels=settings.IMAGE_MAX_PIXELS
                 )
-            name, wrote_file = _store_content(thumbnail_file_name(sha256=image.sha256), jpeg)
-            if not Image.objects.filter(pk=image.pk, thumbnail="").update(thumbnail=name):
-                # Another worker got there first; keep its file.
-                if name != Image.objects.filter(pk=image.pk).values_list("thumbnail", flat=True).first():
-                    _forget_file(name, wrote_file)
-                continue
+            made += thumbnail_store(image_id=image.pk, sha256=image.sha256, jpeg=jpeg)
         except Exception:
             logger.exception("Could not make a thumbnail of image #%s (%s)", image.pk, image.original_name)
-            continue
-        made += 1
     return made
+
+
+def thumbnail_store(*, image_id: int, sha256: str, jpeg: bytes) -> bool:
+    """Save ``jpeg`` as the thumbnail of an image that has none; whether it was set.
+
+    Idempotent and safe against a concurrent maker: the first to set the field
+    wins, and a loser's file is removed unless it is the winner's (same content
+    address).
+    """
+    name, wrote_file = _store_content(thumbnail_file_name(sha256=sha256), jpeg)
+    if Image.objects.filter(pk=image_id, thumbnail="").update(thumbnail=name):
+        return True
+    if name != Image.objects.filter(pk=image_id).values_list("thumbnail", flat=True).first():
+        _forget_file(name, wrote_file)
+    return False

@@ -269,18 +269,25 @@ def predictions_sweep(*, stale_after: timedelta | None = None) -> dict:
 class _ChunkOutcome:
     predictions: dict[int, object] = field(default_factory=dict)  # image id -> ml.predictor.Prediction
     failures: dict[int, str] = field(default_factory=dict)  # image id -> message
+    thumbnails: dict[int, bytes] = field(default_factory=dict)  # image id -> JPEG, for images lacking one
     inference_ms: float | None = None
 
 
 def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOutcome:
-    """Decode and predict ``images``; every image ends up in predictions or failures."""
-    from ml.decode import ImageDecodeError
+    """Decode and predict ``images``; every image ends up in predictions or failures.
+
+    Images without a thumbnail get one made from the image decoded for the
+    model (in the decode threads), so the worker decodes each file once.
+    """
+    from ml.decode import ImageDecodeError, thumbnail_jpeg
 
     from predictions.inference import get_predictor
 
     outcome = _ChunkOutcome()
     predictor = get_predictor(model_version)
     fed: list[tuple[Image, object]] = []
+    thumbnail_wanted: set[int] = set()  # positions in the stream
+    thumbnails: dict[int, bytes] = {}  # position -> JPEG; written by the decode threads
 
     def sources() -> Iterator[tuple[str, object]]:
         # Runs ahead of the results (decode overlaps inference), so files are
@@ -292,14 +299,25 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
             except (FileNotFoundError, OSError, ValueError):
                 outcome.failures[image.pk] = f"{image.original_name}: {MISSING_FILE}"
                 continue
+            if not image.thumbnail:
+                thumbnail_wanted.add(len(fed))
             fed.append((image, handle))
             yield image.original_name, handle
+
+    def make_thumbnail(index: int, _name: str, decoded) -> None:
+        if index in thumbnail_wanted:
+            thumbnails[index] = thumbnail_jpeg(decoded, size=settings.THUMBNAIL_SIZE)
 
     started = time.perf_counter()
     results = 0
     try:
         for index, (_name, result) in enumerate(
-            predictor.predict_sources(sources(), max_pixels=settings.IMAGE_MAX_PIXELS)
+            predictor.predict_sources(
+                sources(),
+                max_pixels=settings.IMAGE_MAX_PIXELS,
+                on_decoded=make_thumbnail,
+                min_decode_size=settings.THUMBNAIL_SIZE,
+            )
         ):
             image, handle = fed[index]
             handle.close()
@@ -313,7 +331,21 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
             handle.close()
     if results:
         outcome.inference_ms = (time.perf_counter() - started) * 1000 / results
+    outcome.thumbnails = {fed[index][0].pk: jpeg for index, jpeg in thumbnails.items()}
     return outcome
+
+
+def _thumbnails_store(*, images: list[Image], thumbnails: dict[int, bytes]) -> None:
+    """Store the thumbnails made while predicting; a failure only loses that thumbnail (logged)."""
+    from images.services import thumbnail_store
+
+    for image in images:
+        if image.pk not in thumbnails:
+            continue
+        try:
+            thumbnail_store(image_id=image.pk, sha256=image.sha256, jpeg=thumbnails[image.pk])
+        except Exception:
+            logger.exception("Could not store the thumbnail of image #%s (%s)", image.pk, image.original_name)
 
 
 def _labels_for(class_names: Iterable[str], cache: dict[str, Label]) -> dict[str, Label]:
@@ -342,15 +374,32 @@ def predict_chunk_run(*, job_id: int, image_ids: Sequence[int]) -> dict:
     todo = list(
         Image.objects.filter(pk__in=image_ids)
         .exclude(predictions__model_version=model_version)
-        .only("pk", "file", "original_name")
+        .only("pk", "file", "original_name", "sha256", "thumbnail")
         .order_by("pk")
     )
-    outcome = _run_model(model_version=model_version, images=todo) if todo else _ChunkOutcome()
+    try:
+        outcome = _run_model(model_version=model_version, images=todo) if todo else _ChunkOutcome()
+    except Exception:
+        # These images were left to this chunk for their thumbnails too (the
+        # upload queued no thumbnail task); a model that cannot run must not
+        # cost them that.
+        _thumbnails_queue_fallback(images=todo)
+        raise
+    # Before the predictions, so an image shown as predicted has its thumbnail.
+    _thumbnails_store(images=todo, thumbnails=outcome.thumbnails)
     counts = _chunk_record(job=job, image_ids=image_ids, outcome=outcome)
     logger.info("Prediction job %s: chunk of %d images: %s", job.pk, len(image_ids), counts)
     # Which process did the work, kept with the task's result: with several
     # clusters sharing one queue (one name), the task rows cannot tell them apart.
     return {"job": job.pk, **counts, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
+
+
+def _thumbnails_queue_fallback(*, images: list[Image]) -> None:
+    from images.services import thumbnails_queue
+
+    lacking = [image.pk for image in images if not image.thumbnail]
+    if lacking:
+        thumbnails_queue(image_ids=lacking)
 
 
 @transaction.atomic

@@ -79,13 +79,39 @@ def test_nothing_is_queued_before_commit(upload, make_image, django_capture_on_c
             upload([("a.jpg", make_image(seed=1))])
         async_task.assert_not_called()
         assert len(callbacks) == 1
-        with mock.patch("predictions.services.jobs.enqueue_predictions") as enqueue:
+        # No model to predict with: the thumbnail is a task of its own.
+        with mock.patch("predictions.services.jobs.enqueue_predictions", return_value=None) as enqueue:
             callbacks[0]()
     image = Image.objects.get()
     async_task.assert_called_once_with("images.tasks.make_thumbnails", [image.pk])
     enqueue.assert_called_once()
     assert enqueue.call_args.kwargs["image_ids"] == [image.pk]
     assert enqueue.call_args.kwargs["reason"] == "upload"
+
+
+def test_with_an_active_model_the_prediction_worker_makes_the_thumbnails(
+    upload, make_image, active_model_version, django_capture_on_commit_callbacks
+):
+    with mock.patch("images.services.async_task") as thumbnail_tasks, mock.patch(
+        "predictions.services.jobs.async_task"
+    ) as prediction_tasks:
+        with django_capture_on_commit_callbacks(execute=True):
+            upload([("a.jpg", make_image(seed=1)), ("b.jpg", make_image(seed=2))])
+
+    thumbnail_tasks.assert_not_called()
+    assert [c.args[0] for c in prediction_tasks.call_args_list] == ["predictions.tasks.predict_chunk"]
+    assert sorted(prediction_tasks.call_args.args[2]) == sorted(Image.objects.values_list("pk", flat=True))
+
+
+def test_without_an_active_model_uploads_are_still_thumbnailed(
+    upload, make_image, model_version_factory, django_capture_on_commit_callbacks
+):
+    model_version_factory(active=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        upload([("a.jpg", make_image(seed=1)), ("b.jpg", make_image(seed=2))])
+
+    assert Image.objects.count() == 2
+    assert not Image.objects.filter(thumbnail="").exists()
 
 
 def test_same_upload_twice_is_reported_as_duplicates_with_links(upload, make_image):

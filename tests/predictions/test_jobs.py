@@ -144,6 +144,74 @@ def test_a_corrupt_file_is_recorded_as_a_failure_and_the_rest_of_the_chunk_is_pr
     assert PredictionFailure.objects.count() == 1
 
 
+def test_the_chunk_makes_the_thumbnail_of_each_predicted_image_from_the_same_decode(
+    image_factory, active_model_version, django_capture_on_commit_callbacks
+):
+    from django.core.files.storage import default_storage
+    from PIL import Image as PILImage
+
+    lacking = [image_factory(), image_factory()]
+    kept = image_factory(thumbnail="thumbnails/ab/cd/made-before.jpg")
+    corrupt = image_factory(name="holiday.jpg")
+    with open(corrupt.file.path, "wb") as stored:
+        stored.write(b"\x00 this is not an image at all \x00" * 4)
+
+    enqueue_and_run(
+        django_capture_on_commit_callbacks, image_ids=[i.pk for i in [*lacking, kept, corrupt]], reason="upload"
+    )
+
+    for image in lacking:
+        image.refresh_from_db()
+        assert image.thumbnail.name == f"thumbnails/{image.sha256[:2]}/{image.sha256[2:4]}/{image.sha256}.jpg"
+        with default_storage.open(image.thumbnail.name) as fp:
+            thumb = PILImage.open(fp)
+            assert thumb.format == "JPEG" and thumb.size == (64, 48)  # never enlarged
+    kept.refresh_from_db()
+    corrupt.refresh_from_db()
+    assert kept.thumbnail.name == "thumbnails/ab/cd/made-before.jpg"
+    assert corrupt.thumbnail == ""  # the changelist shows its placeholder
+
+
+def test_a_thumbnail_that_cannot_be_stored_does_not_fail_the_chunk(
+    image_factory, active_model_version, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    from predictions.models import Prediction, PredictionJob
+
+    def storage_down(**kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("images.services.thumbnail_store", storage_down)
+    images = [image_factory(name="a.jpg"), image_factory(name="b.jpg")]
+
+    with caplog.at_level(logging.ERROR, logger="predictions.services.jobs"):
+        job = enqueue_and_run(django_capture_on_commit_callbacks, image_ids=[i.pk for i in images], reason="upload")
+
+    assert (job.status, job.done) == (PredictionJob.Status.DONE, 2)
+    assert Prediction.objects.count() == 2
+    assert "Could not store the thumbnail" in caplog.text and "a.jpg" in caplog.text
+
+
+def test_a_chunk_whose_model_cannot_run_queues_its_images_thumbnails(
+    image_factory, active_model_version, monkeypatch, queued_tasks
+):
+    from predictions.services.jobs import enqueue_predictions, predict_chunk_run
+
+    def broken_checkpoint(model_version):
+        raise RuntimeError("checkpoint unreadable")
+
+    monkeypatch.setattr("predictions.inference.get_predictor", broken_checkpoint)
+    thumbnail_tasks = []
+    monkeypatch.setattr("images.services.async_task", lambda func, *args: thumbnail_tasks.append((func, args)))
+    lacking = image_factory()
+    has_one = image_factory(thumbnail="thumbnails/ab/cd/made-before.jpg")
+    job = enqueue_predictions(image_ids=[lacking.pk, has_one.pk], reason="upload")  # recorded, not run
+
+    with pytest.raises(RuntimeError, match="checkpoint unreadable"):
+        predict_chunk_run(job_id=job.pk, image_ids=[lacking.pk, has_one.pk])
+
+    assert thumbnail_tasks == [("images.tasks.make_thumbnails", ([lacking.pk],))]
+
+
 def test_a_missing_file_is_recorded_as_a_failure(image_factory, active_model_version, django_capture_on_commit_callbacks):
     from predictions.models import PredictionFailure
 
