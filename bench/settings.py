@@ -8,7 +8,9 @@ server) share the same database, media and weights.
 import os
 import tempfile
 
-_root = os.environ.setdefault("REVIEWTOOL_BENCH_ROOT", tempfile.mkdtemp(prefix="reviewtool-bench-"))
+if "REVIEWTOOL_BENCH_ROOT" not in os.environ:
+    os.environ["REVIEWTOOL_BENCH_ROOT"] = tempfile.mkdtemp(prefix="reviewtool-bench-")
+_root = os.environ["REVIEWTOOL_BENCH_ROOT"]
 os.environ.setdefault("SQLITE_PATH", os.path.join(_root, "db.sqlite3"))
 os.environ.setdefault("MEDIA_ROOT", os.path.join(_root, "media"))
 os.environ.setdefault("WEIGHTS_DIR", os.path.join(_root, "weights"))

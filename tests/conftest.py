@@ -62,6 +62,8 @@ def model_version_factory(db, tiny_checkpoint_bytes):
 
     from predictions.models import Label, ModelVersion
 
+    saved: list = []
+
     def create(
         name: str = "tiny-v1",
         *,
@@ -86,13 +88,17 @@ def model_version_factory(db, tiny_checkpoint_bytes):
             validation_status=ModelVersion.Validation.VALID,
         )
         version.checkpoint.save(f"{name}.pth", ContentFile(checkpoint or tiny_checkpoint_bytes), save=False)
+        saved.append(version.checkpoint)
         if active:
             ModelVersion.objects.filter(is_active=True).update(is_active=False)
             version.is_active = True
         version.save()
         return version
 
-    return create
+    yield create
+    # Each checkpoint is ~45 MB: a suite that kept them all would fill a disk.
+    for checkpoint in saved:
+        checkpoint.storage.delete(checkpoint.name)
 
 
 @pytest.fixture

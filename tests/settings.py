@@ -5,10 +5,18 @@ read, so subprocesses started by the integration tests (a real qcluster, a
 live server) see the same folders.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
-_root = os.environ.setdefault("REVIEWTOOL_TEST_ROOT", tempfile.mkdtemp(prefix="reviewtool-test-"))
+if "REVIEWTOOL_TEST_ROOT" not in os.environ:
+    # The test run owns the folder (subprocesses inherit it through the
+    # environment) and removes it when it ends: each run writes gigabytes of
+    # checkpoints and images, which must not pile up on a CI machine's disk.
+    os.environ["REVIEWTOOL_TEST_ROOT"] = tempfile.mkdtemp(prefix="reviewtool-test-")
+    atexit.register(shutil.rmtree, os.environ["REVIEWTOOL_TEST_ROOT"], ignore_errors=True)
+_root = os.environ["REVIEWTOOL_TEST_ROOT"]
 os.environ.setdefault("MEDIA_ROOT", os.path.join(_root, "media"))
 os.environ.setdefault("WEIGHTS_DIR", os.path.join(_root, "weights"))
 os.environ.setdefault("REVIEWTOOL_VAR_DIR", os.path.join(_root, "var"))
