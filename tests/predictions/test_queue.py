@@ -236,7 +236,8 @@ def test_claims_lock_rows_with_skip_locked_where_the_database_can(reviewer, mixe
 
 @pytest.mark.skipif(
     not connection.features.has_select_for_update_skip_locked,
-    reason="concurrent claims from threads need a server database (SQLite's test database is in memory)",
+    reason="row-locking claims need a server database; SQLite's conditional-update claims under "
+    "concurrent reviewers are covered by tests/integration/test_sqlite_load.py",
 )
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_claims_from_threads_never_overlap(django_user_model, prediction_factory):
