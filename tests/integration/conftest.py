@@ -247,3 +247,27 @@ def cluster_status(cluster: RunningCluster):
     from django_q.status import Stat
 
     return next((stat for stat in Stat.get_all() if stat.pid == cluster.pid), None)
+
+
+def admin_session(live_server, user, *, password: str = "pw-for-tests-only", timeout: float = 60):
+    """A ``requests`` session signed in through the admin's login form, as a browser would be.
+
+    The password is the one tests/conftest.py gives its users.
+    """
+    import requests
+
+    session = requests.Session()
+    login_url = f"{live_server.url}/admin/login/"
+    session.get(login_url, timeout=timeout).raise_for_status()
+    response = session.post(
+        login_url,
+        data={
+            "username": user.get_username(),
+            "password": password,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            "next": "/admin/",
+        },
+        timeout=timeout,
+    )
+    assert response.url.endswith("/admin/"), "login failed"
+    return session

@@ -11,6 +11,7 @@ import requests
 
 from predictions import inference
 from predictions.services.tokens import api_token_create
+from tests.integration.conftest import admin_session
 
 # serialized_rollback: the flush after a transactional test would otherwise drop
 # the role groups the data migration created.
@@ -49,25 +50,6 @@ def multipart(named_files) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def admin_session(live_server, user) -> requests.Session:
-    """Sign in through the admin's login form, as a browser would."""
-    session = requests.Session()
-    login_url = f"{live_server.url}/admin/login/"
-    session.get(login_url, timeout=TIMEOUT).raise_for_status()
-    response = session.post(
-        login_url,
-        data={
-            "username": user.get_username(),
-            "password": PASSWORD,
-            "csrfmiddlewaretoken": session.cookies["csrftoken"],
-            "next": "/admin/",
-        },
-        timeout=TIMEOUT,
-    )
-    assert response.url.endswith("/admin/"), "login failed"
-    return session
 
 
 def test_token_request_over_http(api_url, reviewer_token, images, expected_labels, active_model_version):

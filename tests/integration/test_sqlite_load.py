@@ -18,7 +18,7 @@ import requests
 from django.db import connection
 from django.urls import reverse
 
-from tests.integration.conftest import tiny_jpeg, upload_images, wait_for
+from tests.integration.conftest import admin_session, tiny_jpeg, upload_images, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,7 +26,6 @@ pytestmark = [
     pytest.mark.skipif(connection.vendor != "sqlite", reason="'database is locked' is SQLite's failure mode"),
 ]
 
-PASSWORD = "pw-for-tests-only"  # tests/conftest.py's users
 FIRST_UPLOAD = 200
 SECOND_UPLOAD = 100
 DECISIONS_EACH = 25
@@ -36,21 +35,8 @@ LOCKED = re.compile(r"database is locked|OperationalError", re.IGNORECASE)
 
 
 def signed_in(live_server, user) -> requests.Session:
-    """A browser-like session: signed in through the admin's login form, CSRF token at hand."""
-    session = requests.Session()
-    login_url = live_server.url + reverse("admin:login")
-    session.get(login_url, timeout=TIMEOUT).raise_for_status()
-    response = session.post(
-        login_url,
-        data={
-            "username": user.get_username(),
-            "password": PASSWORD,
-            "csrfmiddlewaretoken": session.cookies["csrftoken"],
-            "next": "/admin/",
-        },
-        timeout=TIMEOUT,
-    )
-    assert response.url.endswith("/admin/"), "login failed"
+    """A browser-like session: signed in, CSRF token at hand for the JSON endpoints."""
+    session = admin_session(live_server, user, timeout=TIMEOUT)
     session.headers["X-CSRFToken"] = session.cookies["csrftoken"]
     return session
 
