@@ -60,7 +60,8 @@ def model_version_factory(db, tiny_checkpoint_bytes):
     """Create a validated ModelVersion (and its Labels) from checkpoint bytes."""
     from django.core.files.base import ContentFile
 
-    from predictions.models import Label, ModelVersion
+    from predictions.models import ModelVersion
+    from predictions.services.model_versions import labels_ensure
 
     saved: list = []
 
@@ -74,10 +75,7 @@ def model_version_factory(db, tiny_checkpoint_bytes):
         arch: str = "resnet18_custom_head",
     ) -> ModelVersion:
         class_names = class_names or list(DEMO_CLASSES)
-        for order, class_name in enumerate(class_names):
-            Label.objects.get_or_create(
-                name=class_name, defaults={"order": order, "key": str(order + 1) if order < 9 else ""}
-            )
+        labels_ensure(class_names=class_names)
         version = ModelVersion(
             name=name,
             arch=arch,

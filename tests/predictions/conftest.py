@@ -53,14 +53,12 @@ def stub_model_version_factory(db):
     """
     from django.core.files.base import ContentFile
 
-    from predictions.models import Label, ModelVersion
+    from predictions.models import ModelVersion
+    from predictions.services.model_versions import labels_ensure
 
     def create(name: str = "stub-v1", *, active: bool = True, class_names: list[str] | None = None) -> ModelVersion:
         class_names = class_names or list(DEMO_CLASSES)
-        for order, class_name in enumerate(class_names):
-            Label.objects.get_or_create(
-                name=class_name, defaults={"order": order, "key": str(order + 1) if order < 9 else ""}
-            )
+        labels_ensure(class_names=class_names)
         version = ModelVersion(
             name=name,
             class_names=class_names,
