@@ -112,10 +112,11 @@ def thumbnail_jpeg(image: Image.Image, *, size: int = 256) -> bytes:
     :func:`open_image`.
     """
     thumb = image.copy()
-    # reducing_gap=1: box-reduce by the whole factor first, then Lanczos the rest.
-    # For 800x600 -> 320 px that halves the cost (3.6 vs 7.9 ms, as much as the
-    # decode itself) with no visible difference at thumbnail size.
-    thumb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=1.0)
+    # reducing_gap=1: box-reduce by the whole factor first, then filter the rest
+    # (less than 2x), where bilinear looks the same as Lanczos at thumbnail size.
+    # For 800x600 -> 320 px: 1.2 ms against 2.0 (Lanczos) and 7.9 (Lanczos over
+    # the whole factor), next to a 4.7 ms decode in the prediction worker.
+    thumb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=1.0)
     if thumb.mode not in ("RGB", "L"):
         thumb = thumb.convert("RGB")
     out = io.BytesIO()

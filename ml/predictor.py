@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ class Predictor:
         (by default they shrink to twice the model's input size).
         """
         workers = decode_workers or min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
-        chunks = _chunked(enumerate(sources), self.batch_size)
+        numbered = enumerate(sources)
         decode = partial(
             self._decode_and_transform,
             max_pixels=max_pixels,
@@ -157,25 +158,28 @@ class Predictor:
             draft_size=max(2 * self.preprocessing.input_size, min_decode_size or 0),
             on_decoded=on_decoded,
         )
+        # Decoding runs up to two batches ahead of the model. The model takes
+        # whatever is decoded when it is free (at most a batch, at least a
+        # quarter of one), so it starts after a few images rather than a whole
+        # batch: a stream as short as one batch (an API request) would
+        # otherwise decode everything before the model ran at all.
+        decode_ahead = 2 * self.batch_size
+        smallest_batch = max(1, self.batch_size // 4)
+        in_flight: deque[tuple[str, Future]] = deque()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ml-decode")
         try:
-            pending = self._submit_decoding(pool, next(chunks, []), decode)
-            while pending:
-                upcoming = self._submit_decoding(pool, next(chunks, []), decode)
-                yield from self._predict_decoded(pending)
-                pending = upcoming
+            for index, (name, source) in itertools.islice(numbered, decode_ahead):
+                in_flight.append((name, pool.submit(decode, index, name, source)))
+            while in_flight:
+                taken = _decoded_prefix_length(in_flight, smallest=smallest_batch, largest=self.batch_size)
+                batch = [in_flight.popleft() for _ in range(taken)]
+                for index, (name, source) in itertools.islice(numbered, taken):
+                    in_flight.append((name, pool.submit(decode, index, name, source)))
+                yield from self._predict_decoded(batch)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # --- internals ----------------------------------------------------------------
-
-    @staticmethod
-    def _submit_decoding(
-        pool: ThreadPoolExecutor,
-        chunk: list[tuple[int, tuple[str, ImageSource]]],
-        decode: Callable[..., torch.Tensor | ImageDecodeError],
-    ) -> list[tuple[str, Future]]:
-        return [(name, pool.submit(decode, index, name, source)) for index, (name, source) in chunk]
 
     def _decode_and_transform(
         self,
@@ -274,7 +278,15 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in _CPU_BF16_FLAGS)
 
 
-def _chunked(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _decoded_prefix_length(in_flight: deque[tuple[str, Future]], *, smallest: int, largest: int) -> int:
+    """How many images from the front of ``in_flight`` the model takes now.
+
+    Those already decoded, up to ``largest``; if fewer than ``smallest`` are,
+    it waits for ``smallest`` (or for all there are).
+    """
+    count = 0
+    for _name, future in itertools.islice(in_flight, largest):
+        if count >= smallest and not future.done():
+            break
+        count += 1
+    return count

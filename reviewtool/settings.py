@@ -31,6 +31,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -240,7 +250,9 @@ Q_CLUSTER = {
     # CPU worker could see waiting chunks redelivered elsewhere, and it hoards
     # work that other clusters could run.
     "queue_limit": env_int("Q_QUEUE_LIMIT", 2 * Q_WORKERS),
-    "poll": 0.5,
+    # How long the ORM broker's pusher sleeps on an empty queue: the delay before
+    # an upload's first chunk starts (django-q2's default; Redis blocks instead).
+    "poll": env_float("Q_POLL", 0.2),
     "catch_up": False,
     "label": "Task queue",
 }

@@ -42,14 +42,14 @@ def test_scale_out_is_configured_by_environment(tmp_path):
     probe = (
         "from django.conf import settings;"
         "print(settings.DATABASES['default']['ENGINE']);"
-        "print(settings.Q_CLUSTER.get('redis'), settings.Q_CLUSTER.get('orm'), settings.Q_CLUSTER['workers']);"
+        "print(settings.Q_CLUSTER.get('redis'), settings.Q_CLUSTER.get('orm'), settings.Q_CLUSTER['workers'], settings.Q_CLUSTER['poll']);"
         "print(settings.INFERENCE_DEVICE, settings.INFERENCE_BATCH_SIZE, settings.INFERENCE_PRECISION)"
     )
     embedded = manage("shell", "-v", "0", "-c", probe, REVIEWTOOL_VAR_DIR=str(tmp_path))
     assert embedded.returncode == 0, embedded.stderr
     assert embedded.stdout.split("\n")[:3] == [
         "django.db.backends.sqlite3",
-        "None default 1",
+        "None default 1 0.2",
         "auto 32 auto",
     ]
     scaled = manage(
@@ -62,6 +62,7 @@ def test_scale_out_is_configured_by_environment(tmp_path):
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/test",
         REDIS_URL="redis://127.0.0.1:6379/0",
         Q_WORKERS="4",
+        Q_POLL="1.5",
         INFERENCE_DEVICE="cuda",
         INFERENCE_BATCH_SIZE="128",
         INFERENCE_PRECISION="fp16",
@@ -69,6 +70,6 @@ def test_scale_out_is_configured_by_environment(tmp_path):
     assert scaled.returncode == 0, scaled.stderr
     assert scaled.stdout.split("\n")[:3] == [
         "django.db.backends.postgresql",
-        "redis://127.0.0.1:6379/0 None 4",
+        "redis://127.0.0.1:6379/0 None 4 1.5",
         "cuda 128 fp16",
     ]

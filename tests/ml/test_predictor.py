@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 
 import pytest
 import torch
@@ -122,6 +123,34 @@ def test_a_failing_hook_does_not_break_prediction(random_predictor, images, capl
 
     assert [(name, type(result)) for name, result in results] == [("a.png", Prediction), ("b.png", Prediction)]
     assert "on_decoded hook failed for a.png" in caplog.text
+
+
+def test_the_model_starts_on_the_first_decoded_images_without_waiting_for_a_whole_batch(
+    random_model, tiny_metadata, images, monkeypatch
+):
+    predictor = Predictor(random_model, tiny_metadata, device="cpu", precision="fp32", batch_size=8)
+    sources = [(f"{index}.png", encode(image, "PNG")) for index, image in enumerate(images)]
+    first_batch_predicted = threading.Event()
+    batch_sizes = []
+    predict_batch = predictor._predict_batch
+
+    def recording_predict_batch(batch):
+        batch_sizes.append(len(batch))
+        first_batch_predicted.set()
+        return predict_batch(batch)
+
+    def slow_after_the_first_two(index, name, image):
+        if index >= 2:  # still decoding when the model becomes free
+            first_batch_predicted.wait(timeout=10)
+
+    monkeypatch.setattr(predictor, "_predict_batch", recording_predict_batch)
+    results = list(predictor.predict_sources(sources, on_decoded=slow_after_the_first_two))
+
+    # A quarter of a batch (2 of 8) is enough to start; every image is still predicted once, in order.
+    assert batch_sizes[0] == 2
+    assert sum(batch_sizes) == len(images) and max(batch_sizes) <= 8
+    assert [name for name, _ in results] == [name for name, _ in sources]
+    assert [r.probabilities for _, r in results] == [p.probabilities for p in predictor.predict(images)]
 
 
 def test_predict_sources_with_only_bad_files(random_predictor):
