@@ -158,8 +158,11 @@ def product_run(
 
     The project must have an active model version (``active_model_version``).
     """
+    from django.db.models import Max
     from django.utils import timezone
     from django_q.models import OrmQ, Task
+
+    from predictions.models import Prediction
 
     uploader = staff_user("uploader", "Uploaders")
     env = {"INFERENCE_PRECISION": precision, "INFERENCE_BATCH_SIZE": str(batch_size), "Q_WORKERS": "1"}
@@ -169,12 +172,14 @@ def product_run(
         log(f"(b) cluster warm after {cold_start.seconds:.2f} s")
 
         started_at = timezone.now()
-        with stopwatch() as end_to_end:
-            with stopwatch() as upload:
-                batch = _upload(photos, uploader, name="bench")
-            uploaded_at = timezone.now()
-            _wait_for_predictions(batch, timeout=60 + 5 * len(photos))
-        after_upload = end_to_end.seconds - upload.seconds
+        batch = _upload(photos, uploader, name="bench")
+        uploaded_at = timezone.now()
+        _wait_for_predictions(batch, timeout=60 + 5 * len(photos))
+        # The clock stops at the last row's creation time, as the worker recorded
+        # it, so this process can poll slowly and stay out of the worker's way.
+        last_row_at = Prediction.objects.filter(image__batch=batch).aggregate(last=Max("created_at"))["last"]
+        after_upload = (last_row_at - uploaded_at).total_seconds()
+        end_to_end = (last_row_at - started_at).total_seconds()
         log(f"(b) {len(photos)} photos predicted {after_upload:.2f} s after the upload ended")
         # The cluster records a task after its work is committed and then acks it: an
         # empty queue means every task of the run has its record.
@@ -183,8 +188,8 @@ def product_run(
 
     return {
         "images_per_s_from_upload_end": len(photos) / after_upload,
-        "images_per_s_end_to_end": len(photos) / end_to_end.seconds,
-        "upload_seconds": upload.seconds,
+        "images_per_s_end_to_end": len(photos) / end_to_end,
+        "upload_seconds": (uploaded_at - started_at).total_seconds(),
         "cold_start_seconds": cold_start.seconds,
         "settings": env,
         **_worker_profile(tasks, uploaded_at=uploaded_at, batch=batch),
@@ -218,7 +223,7 @@ def _wait_for_predictions(batch, *, timeout: float) -> None:
         failed = PredictionFailure.objects.filter(image__batch=batch).count()
         return predicted + failed >= batch.accepted_count
 
-    wait_for(all_done, timeout=timeout, what=f"predictions of {batch.accepted_count} images")
+    wait_for(all_done, timeout=timeout, what=f"predictions of {batch.accepted_count} images", interval=0.5)
     failures = PredictionFailure.objects.filter(image__batch=batch)
     if failures.exists():
         raise RuntimeError(f"{failures.count()} predictions failed, e.g. {failures.first().message}")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import IO
+from typing import IO, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -113,6 +113,11 @@ def image_create(
         _forget_file(file_name, wrote_file)
         raise
     return StoredImage(image, created=True)
+
+
+class SavedFile(NamedTuple):
+    name: str
+    wrote: bool  # False when an identical file was there already
 
 
 def _store_content(name: str, data: bytes) -> tuple[str, bool]:
@@ -294,9 +299,33 @@ def thumbnail_store(*, image_id: int, sha256: str, jpeg: bytes) -> bool:
     wins, and a loser's file is removed unless it is the winner's (same content
     address).
     """
-    name, wrote_file = _store_content(thumbnail_file_name(sha256=sha256), jpeg)
-    if Image.objects.filter(pk=image_id, thumbnail="").update(thumbnail=name):
-        return True
-    if name != Image.objects.filter(pk=image_id).values_list("thumbnail", flat=True).first():
-        _forget_file(name, wrote_file)
-    return False
+    return bool(thumbnails_set(saved={image_id: thumbnail_file_save(sha256=sha256, jpeg=jpeg)}))
+
+
+def thumbnail_file_save(*, sha256: str, jpeg: bytes) -> SavedFile:
+    """Write a thumbnail file, without touching the database (so any thread may call it).
+
+    Hand the result to :func:`thumbnails_set`.
+    """
+    return SavedFile(*_store_content(thumbnail_file_name(sha256=sha256), jpeg))
+
+
+def thumbnails_set(*, saved: Mapping[int, SavedFile]) -> int:
+    """Point images without a thumbnail at their saved files, in one transaction; how many were set.
+
+    An image that got a thumbnail meanwhile keeps it, and the file saved for it
+    here is removed unless it is the same file.
+    """
+    with transaction.atomic():
+        set_ids = {
+            image_id
+            for image_id, file in saved.items()
+            if Image.objects.filter(pk=image_id, thumbnail="").update(thumbnail=file.name)
+        }
+    others = {image_id: file for image_id, file in saved.items() if image_id not in set_ids}
+    if others:
+        current = dict(Image.objects.filter(pk__in=others).values_list("pk", "thumbnail"))
+        for image_id, file in others.items():
+            if current.get(image_id) != file.name:
+                _forget_file(file.name, file.wrote)
+    return len(set_ids)

@@ -16,6 +16,7 @@ import time
 from datetime import timedelta
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -27,6 +28,9 @@ from django_q.tasks import async_task
 
 from images.models import Image, UploadBatch
 from predictions.models import Label, ModelVersion, Prediction, PredictionFailure, PredictionJob
+
+if TYPE_CHECKING:
+    from images.services import SavedFile
 
 logger = logging.getLogger(__name__)
 
@@ -267,9 +271,9 @@ def predictions_sweep(*, stale_after: timedelta | None = None) -> dict:
 
 @dataclass
 class _ChunkOutcome:
-    predictions: dict[int, object] = field(default_factory=dict)  # image id -> ml.predictor.Prediction
+    predictions: dict[int, SavedFile] = field(default_factory=dict)  # image id -> ml.predictor.Prediction
     failures: dict[int, str] = field(default_factory=dict)  # image id -> message
-    thumbnails: dict[int, bytes] = field(default_factory=dict)  # image id -> JPEG, for images lacking one
+    thumbnails: dict[int, SavedFile] = field(default_factory=dict)  # image id -> SavedFile, for images lacking one
     inference_ms: float | None = None
 
 
@@ -277,8 +281,11 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
     """Decode and predict ``images``; every image ends up in predictions or failures.
 
     Images without a thumbnail get one made from the image decoded for the
-    model (in the decode threads), so the worker decodes each file once.
+    model, so the worker decodes each file once. The decode threads also write
+    the thumbnail files, in parallel with the model; the images point at them
+    in one transaction afterwards (``_thumbnails_set``).
     """
+    from images.services import thumbnail_file_save
     from ml.decode import ImageDecodeError, thumbnail_jpeg
 
     from predictions.inference import get_predictor
@@ -287,7 +294,7 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
     predictor = get_predictor(model_version)
     fed: list[tuple[Image, object]] = []
     thumbnail_wanted: set[int] = set()  # positions in the stream
-    thumbnails: dict[int, bytes] = {}  # position -> JPEG; written by the decode threads
+    thumbnails: dict[int, SavedFile] = {}  # position -> SavedFile; written by the decode threads
 
     def sources() -> Iterator[tuple[str, object]]:
         # Runs ahead of the results (decode overlaps inference), so files are
@@ -305,8 +312,14 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
             yield image.original_name, handle
 
     def make_thumbnail(index: int, _name: str, decoded) -> None:
-        if index in thumbnail_wanted:
-            thumbnails[index] = thumbnail_jpeg(decoded, size=settings.THUMBNAIL_SIZE)
+        if index not in thumbnail_wanted:
+            return
+        image = fed[index][0]
+        try:
+            jpeg = thumbnail_jpeg(decoded, size=settings.THUMBNAIL_SIZE)
+            thumbnails[index] = thumbnail_file_save(sha256=image.sha256, jpeg=jpeg)
+        except Exception:  # costs only the thumbnail (the changelist shows a placeholder)
+            logger.exception("Could not store the thumbnail of image #%s (%s)", image.pk, image.original_name)
 
     started = time.perf_counter()
     results = 0
@@ -331,21 +344,20 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
             handle.close()
     if results:
         outcome.inference_ms = (time.perf_counter() - started) * 1000 / results
-    outcome.thumbnails = {fed[index][0].pk: jpeg for index, jpeg in thumbnails.items()}
+    outcome.thumbnails = {fed[index][0].pk: saved for index, saved in thumbnails.items()}
     return outcome
 
 
-def _thumbnails_store(*, images: list[Image], thumbnails: dict[int, bytes]) -> None:
-    """Store the thumbnails made while predicting; a failure only loses that thumbnail (logged)."""
-    from images.services import thumbnail_store
+def _thumbnails_set(*, thumbnails: dict[int, SavedFile]) -> None:
+    """Point the images at the thumbnails saved while predicting; a failure only loses those (logged)."""
+    from images.services import thumbnails_set
 
-    for image in images:
-        if image.pk not in thumbnails:
-            continue
-        try:
-            thumbnail_store(image_id=image.pk, sha256=image.sha256, jpeg=thumbnails[image.pk])
-        except Exception:
-            logger.exception("Could not store the thumbnail of image #%s (%s)", image.pk, image.original_name)
+    if not thumbnails:
+        return
+    try:
+        thumbnails_set(saved=thumbnails)
+    except Exception:
+        logger.exception("Could not store the thumbnails of images %s", sorted(thumbnails))
 
 
 def _labels_for(class_names: Iterable[str], cache: dict[str, Label]) -> dict[str, Label]:
@@ -386,7 +398,7 @@ def predict_chunk_run(*, job_id: int, image_ids: Sequence[int]) -> dict:
         _thumbnails_queue_fallback(images=todo)
         raise
     # Before the predictions, so an image shown as predicted has its thumbnail.
-    _thumbnails_store(images=todo, thumbnails=outcome.thumbnails)
+    _thumbnails_set(thumbnails=outcome.thumbnails)
     counts = _chunk_record(job=job, image_ids=image_ids, outcome=outcome)
     logger.info("Prediction job %s: chunk of %d images: %s", job.pk, len(image_ids), counts)
     # Which process did the work, kept with the task's result: with several

@@ -426,3 +426,23 @@ def test_thumbnails_are_made_once_and_a_broken_file_gets_none(upload, make_image
         assert thumb.format == "JPEG" and max(thumb.size) <= 320
     broken.refresh_from_db()
     assert broken.thumbnail == ""
+
+
+def test_thumbnails_set_points_only_images_without_one_and_removes_the_losers_files(upload, make_image):
+    from images.services import thumbnail_file_save, thumbnails_set
+
+    upload([(f"{name}.jpg", make_image(seed=seed)) for seed, name in enumerate(["lacking", "taken", "same"])])
+    lacking, taken, same = (Image.objects.get(original_name=f"{name}.jpg") for name in ["lacking", "taken", "same"])
+    saved = {image.pk: thumbnail_file_save(sha256=image.sha256, jpeg=b"jpeg of " + image.sha256.encode()) for image in
+             (lacking, taken, same)}  # fmt: skip
+    # Another maker got there first: with a file of its own, and with this same file.
+    Image.objects.filter(pk=taken.pk).update(thumbnail="thumbnails/other-maker.jpg")
+    Image.objects.filter(pk=same.pk).update(thumbnail=saved[same.pk].name)
+
+    assert thumbnails_set(saved=saved) == 1
+
+    assert Image.objects.get(pk=lacking.pk).thumbnail.name == saved[lacking.pk].name
+    assert Image.objects.get(pk=taken.pk).thumbnail.name == "thumbnails/other-maker.jpg"
+    assert not default_storage.exists(saved[taken.pk].name)  # the loser's file is gone
+    assert default_storage.exists(saved[same.pk].name)  # the winner's, which is the same file, stays
+    assert default_storage.exists(saved[lacking.pk].name)

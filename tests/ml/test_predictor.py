@@ -53,6 +53,50 @@ def test_batched_and_one_by_one_agree(random_predictor, random_model, tiny_metad
         assert torch.allclose(torch.tensor(one.probabilities), torch.tensor(many.probabilities), atol=1e-5)
 
 
+def test_batch_norms_are_folded_into_the_convolutions_without_changing_the_outputs(tiny_metadata, images):
+    from ml.models import DEFAULT_ARCH, build_model
+    from ml.preprocess import eval_transform
+
+    torch.manual_seed(1)
+    model = build_model(DEFAULT_ARCH, len(HUE_CLASSES)).eval()
+    for module in model.modules():  # trained-looking statistics, so folding has something to fold
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+
+    predictor = Predictor(model, tiny_metadata, device="cpu", precision="fp32")
+
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in predictor.model.modules())
+    assert any(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules())  # the caller's is untouched
+    transform = eval_transform(tiny_metadata.preprocessing)
+    with torch.inference_mode():
+        expected = torch.softmax(model(torch.stack([transform(image) for image in images])), dim=1)
+    folded = torch.tensor([prediction.probabilities for prediction in predictor.predict(images)])
+    assert torch.allclose(folded, expected, atol=1e-5)
+
+
+def test_a_model_torch_fx_cannot_trace_runs_unfolded(tiny_metadata, images):
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, len(HUE_CLASSES), 3)
+            self.norm = torch.nn.BatchNorm2d(len(HUE_CLASSES))
+
+        def forward(self, x):
+            features = self.norm(self.conv(x))
+            if features.sum() > 0:  # control flow on the data: torch.fx cannot trace it
+                features = features * 2
+            return features.mean(dim=(2, 3))
+
+    model = DataDependent().eval()
+    predictor = Predictor(model, tiny_metadata, device="cpu", precision="fp32")
+
+    assert predictor.model is model
+    assert len(predictor.predict(images)) == len(images)
+
+
 def test_predict_sources_keeps_order_and_reports_bad_files(random_predictor, images, tmp_path):
     path = tmp_path / "on-disk.png"
     path.write_bytes(encode(images[2], "PNG"))

@@ -180,7 +180,7 @@ def test_a_thumbnail_that_cannot_be_stored_does_not_fail_the_chunk(
     def storage_down(**kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("images.services.thumbnail_store", storage_down)
+    monkeypatch.setattr("images.services.thumbnail_file_save", storage_down)
     images = [image_factory(name="a.jpg"), image_factory(name="b.jpg")]
 
     with caplog.at_level(logging.ERROR, logger="predictions.services.jobs"):
