@@ -32,7 +32,7 @@ from bench.common import (
     stopwatch,
 )
 
-SIZES = {"small": {"photos": 20}, "medium": {"photos": 50}, "large": {"photos": 200}}
+SIZES = {"small": {"photos": 20}, "medium": {"photos": 100}, "large": {"photos": 400}}
 TARGET = 10.0
 
 
