@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 
 from bench.common import (
@@ -64,6 +65,7 @@ class Measurement:
     seconds: float
     queries: int
     slowest_sql: str
+    slowest_params: tuple
     slowest_seconds: float
 
 
@@ -88,7 +90,11 @@ def run(options) -> Report:
             results[rows] = {page.name: measure(page, users[page.user], repeats=options.repeats) for page in PAGES}
             for name, measurement in results[rows].items():
                 log(f"  {name}: {measurement.seconds * 1000:.1f} ms, {measurement.queries} queries")
-        plans = {page.name: explain(results[options.large_rows][page.name].slowest_sql) for page in PAGES}
+        plans = {
+            page.name: explain(results[options.large_rows][page.name].slowest_sql,
+                               results[options.large_rows][page.name].slowest_params)
+            for page in PAGES
+        }  # fmt: skip
 
     return _report(results, plans, small=options.small_rows, large=options.large_rows)
 
@@ -96,7 +102,6 @@ def run(options) -> Report:
 def measure(page: Page, user, *, repeats: int) -> Measurement:
     from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
     from django.urls import reverse
 
     client = Client()
@@ -114,28 +119,35 @@ def measure(page: Page, user, *, repeats: int) -> Measurement:
         with stopwatch() as watch:
             request()
         times.append(watch.seconds)
-    with CaptureQueriesContext(connection) as captured:
+    # Django's query log rounds to milliseconds; time each query here instead.
+    queries: list[tuple[float, str, tuple]] = []
+
+    def timed(execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            queries.append((time.perf_counter() - started, sql, params))
+
+    with connection.execute_wrapper(timed):
         request()
-    slowest = max(captured.captured_queries, key=lambda query: float(query["time"]))
-    return Measurement(statistics.median(times), len(captured), slowest["sql"], float(slowest["time"]))
+    seconds, sql, params = max(queries, key=lambda query: query[0])
+    return Measurement(statistics.median(times), len(queries), sql, params, seconds)
 
 
-def explain(sql: str) -> str:
+def explain(sql: str, params) -> str:
     from django.db import connection
 
     if not sql.lstrip().upper().startswith("SELECT"):
         return "(not a SELECT)"
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
-            return "; ".join(row[-1] for row in cursor.fetchall())
-    except Exception as exc:  # the logged SQL has its parameters inlined, which can fail to parse
-        return f"(could not explain: {exc})"
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        return "; ".join(row[-1] for row in cursor.fetchall())
 
 
 def _report(results, plans, *, small: int, large: int) -> Report:
     report = Report(metrics={
-        str(rows): {name: vars(m) for name, m in pages.items()} for rows, pages in results.items()
+        str(rows): {name: _json_safe(m) for name, m in pages.items()} for rows, pages in results.items()
     })  # fmt: skip
     for page in PAGES:
         before, after = results[small][page.name], results[large][page.name]
@@ -154,6 +166,10 @@ def _report(results, plans, *, small: int, large: int) -> Report:
             f"`{after.slowest_sql[:300]}`; plan: {plans[page.name]}"
         )
     return report
+
+
+def _json_safe(measurement: Measurement) -> dict:
+    return {key: value for key, value in vars(measurement).items() if key != "slowest_params"}
 
 
 if __name__ == "__main__":

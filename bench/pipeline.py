@@ -1,12 +1,13 @@
 """1. The background pipeline against its in-process limit.
 
 (a) The limit: one process, no Django, decode + forward pass of N camera-sized JPEGs
-    with ``Predictor.predict_sources`` over batch sizes x precisions, and a plain loop
-    (decode a batch, then predict it) at the best of those; the fastest wins.
+    with ``Predictor.predict_sources`` over batch sizes x precisions; the best setting
+    is run twice more and the median of its three passes taken. A plain loop (decode a
+    batch, then predict it) runs at that setting too; the faster of the two is the limit.
 (b) The product: the same photos uploaded as one batch (``upload_files``, source
     COMMAND) to a temp project with a real ``qcluster`` (one worker, the best batch size
     and precision of (a)), timed until every image has its Prediction row. The cluster
-    is warmed first with a few other photos, so (b) is the steady state; the cold start
+    is warmed first with other photos, so (b) is the steady state; the cold start
     (torch import + model load in the worker) is reported on its own.
 
 Target: (b) / (a) >= 0.9.
@@ -38,8 +39,9 @@ from bench.common import (
 SIZES = {"small": {"photos": 20}, "medium": {"photos": 200}, "large": {"photos": 1000}}
 BATCH_SIZES = (16, 32, 64)
 PRECISIONS = ("fp32", "bf16")
-WARMUP_PHOTOS = 4
+WARMUP_PHOTOS = 32  # enough for the worker to meet the batch shapes of the steady state
 TARGET = 0.9
+LIMIT_METHODS = ("predict_sources, median of 3", "plain loop")
 
 
 def add_arguments(parser) -> None:
@@ -62,7 +64,7 @@ def run(options) -> Report:
     with django_project() as root:
         checkpoint = random_checkpoint(root / "resnet18-random.pth")
         trials = in_process_trials(checkpoint, photos, batch_sizes=options.batch_sizes, precisions=options.precisions)
-        best = max(trials, key=lambda trial: trial.images_per_s)
+        best = max((trial for trial in trials if trial.method in LIMIT_METHODS), key=lambda trial: trial.images_per_s)
         log(f"in-process limit: {best}")
         active_model_version(checkpoint)
         product = product_run(
@@ -113,20 +115,28 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
     def sources(paths):
         return ((path.name, path) for path in paths)
 
+    def images_per_s(predictor) -> float:
+        with stopwatch() as watch:
+            results = list(predictor.predict_sources(sources(photos)))
+        _check_all_predicted(results)
+        return len(photos) / watch.seconds
+
     trials = []
     for precision, batch_size in itertools.product(precisions, batch_sizes):
         predictor = Predictor.from_checkpoint(checkpoint, device="auto", precision=precision, batch_size=batch_size)
         list(predictor.predict_sources(sources(photos[:batch_size])))  # warm-up: oneDNN picks its kernels
-        with stopwatch() as watch:
-            results = list(predictor.predict_sources(sources(photos)))
-        _check_all_predicted(results)
-        trials.append(Trial("predict_sources", predictor.precision, batch_size, len(photos) / watch.seconds))
+        trials.append(Trial("predict_sources", predictor.precision, batch_size, images_per_s(predictor)))
         log(f"(a) {trials[-1]}")
 
     best = max(trials, key=lambda trial: trial.images_per_s)
     predictor = Predictor.from_checkpoint(
         checkpoint, device="auto", precision=best.precision, batch_size=best.batch_size
     )
+    # A single pass swings by 10-20% on a shared machine: the limit is the
+    # median of the best setting's pass and two more.
+    passes = [best.images_per_s, images_per_s(predictor), images_per_s(predictor)]
+    trials.append(Trial("predict_sources, median of 3", best.precision, best.batch_size, statistics.median(passes)))
+    log(f"(a) {trials[-1]} from {', '.join(f'{rate:.1f}' for rate in passes)}")
     draft_size = 2 * predictor.preprocessing.input_size  # as predict_sources decodes
 
     def plain_loop(paths: list[Path]) -> None:
