@@ -98,11 +98,15 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     cpu_model = platform.processor() or "unknown"
+    flags: set[str] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu_model == (platform.processor() or "unknown"):
                 cpu_model = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    # bf16 speed hangs on these: AMX tiles are several times faster than AVX512-BF16.
+    bf16_units = [name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
     cuda = torch.cuda.is_available()
     return {
         "cpu": cpu_model,
@@ -112,13 +116,15 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": ", ".join(bf16_units) or "none",
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
     }
 
 
 def describe_machine(info: dict[str, Any]) -> str:
     return (
-        f"{info['cpu']}, {info['cores']} cores ({info['cpu_capability']}), load {info['load_average_1min']}; "
+        f"{info['cpu']}, {info['cores']} cores ({info['cpu_capability']}; bf16: {info.get('cpu_bf16', '?')}), "
+        f"load {info['load_average_1min']}; "
         f"Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads); device {info['device']}"
     )
 

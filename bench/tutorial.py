@@ -52,7 +52,7 @@ def run(options) -> Report:
         api = api_images_per_s(root, photos, checkpoint=checkpoint, per_request=options.api_batch)
         log(f"JSON API: {api:.2f} img/s")
         background = pipeline.product_run(
-            root, photos, realistic_photos(pipeline.WARMUP_PHOTOS, seed=1),
+            root, [photos], realistic_photos(pipeline.WARMUP_PHOTOS, seed=1),
             precision="auto", batch_size=32,
         )["images_per_s_from_upload_end"]  # fmt: skip
         log(f"background pipeline: {background:.2f} img/s")

@@ -10,6 +10,7 @@ nothing twice), so the broker may deliver a chunk more than once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -88,7 +89,12 @@ def _job_create_and_queue(
 
 def _chunks_queue_on_commit(*, job: PredictionJob, image_ids: Sequence[int], label: str = "chunk") -> int:
     """Queue ``predict_chunk`` tasks for ``image_ids`` once the transaction commits; how many."""
-    chunks = [list(ids) for ids in _batched(image_ids, max(1, settings.PREDICTION_CHUNK_SIZE))]
+    # As many chunks as PREDICTION_CHUNK_SIZE asks for, of equal size: 200
+    # images make 4 x 50, not 64 + 64 + 64 + 8 (a short chunk pays a whole
+    # task's overhead and never fills the model's batches).
+    chunk_count = math.ceil(len(image_ids) / max(1, settings.PREDICTION_CHUNK_SIZE))
+    chunk_size = math.ceil(len(image_ids) / chunk_count) if chunk_count else 1
+    chunks = [list(ids) for ids in _batched(image_ids, chunk_size)]
 
     def queue_chunks() -> None:
         for number, chunk_ids in enumerate(chunks, start=1):

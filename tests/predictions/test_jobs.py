@@ -75,6 +75,22 @@ def test_enqueue_creates_a_job_for_the_images_still_lacking_a_prediction(
     assert queued_tasks[0].kwargs["group"] == queued_tasks[1].kwargs["group"]
 
 
+def test_a_job_is_split_into_chunks_of_equal_size(
+    settings, image_factory, active_model_version, queued_tasks, django_capture_on_commit_callbacks
+):
+    from predictions.services.jobs import enqueue_predictions
+
+    settings.PREDICTION_CHUNK_SIZE = 4
+    images = [image_factory() for _ in range(9)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_predictions(image_ids=[image.pk for image in images], reason="upload")
+
+    # Three chunks, as 4 per chunk needs, of 3 each rather than 4 + 4 + 1.
+    assert [len(call.args[1]) for call in queued_tasks] == [3, 3, 3]
+    assert [pk for call in queued_tasks for pk in call.args[1]] == [image.pk for image in images]
+
+
 def test_chunk_writes_one_prediction_per_image(image_factory, active_model_version, django_capture_on_commit_callbacks):
     from predictions.models import Prediction, PredictionJob
 
