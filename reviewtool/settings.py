@@ -222,7 +222,10 @@ INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "auto")  # auto | cpu | cuda | cu
 INFERENCE_PRECISION = env_str("INFERENCE_PRECISION", "auto")  # auto | fp32 | bf16 | fp16
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32)
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
-PREDICTION_CHUNK_SIZE = env_int("PREDICTION_CHUNK_SIZE", 64)
+# Images per task, at most. Each task restarts the decode/inference overlap and
+# commits once: chunks of 50 ran 6% slower than of 100 (bench/pipeline.py's
+# photos), while predictions still appear every second or two on a CPU.
+PREDICTION_CHUNK_SIZE = env_int("PREDICTION_CHUNK_SIZE", 128)
 # A prediction job that has made no progress for this long, while nothing waits
 # in the broker's queue, has lost chunks (a crashed worker or cluster; Redis
 # drops the tasks a cluster held): the periodic sweep queues its images again.

@@ -42,7 +42,8 @@ def test_scale_out_is_configured_by_environment(tmp_path):
     probe = (
         "from django.conf import settings;"
         "print(settings.DATABASES['default']['ENGINE']);"
-        "print(settings.Q_CLUSTER.get('redis'), settings.Q_CLUSTER.get('orm'), settings.Q_CLUSTER['workers'], settings.Q_CLUSTER['poll']);"
+        "print(settings.Q_CLUSTER.get('redis'), settings.Q_CLUSTER.get('orm'),"
+        " settings.Q_CLUSTER['workers'], settings.Q_CLUSTER['poll']);"
         "print(settings.INFERENCE_DEVICE, settings.INFERENCE_BATCH_SIZE, settings.INFERENCE_PRECISION)"
     )
     embedded = manage("shell", "-v", "0", "-c", probe, REVIEWTOOL_VAR_DIR=str(tmp_path))

@@ -277,7 +277,7 @@ def predictions_sweep(*, stale_after: timedelta | None = None) -> dict:
 
 @dataclass
 class _ChunkOutcome:
-    predictions: dict[int, SavedFile] = field(default_factory=dict)  # image id -> ml.predictor.Prediction
+    predictions: dict[int, object] = field(default_factory=dict)  # image id -> ml.predictor.Prediction
     failures: dict[int, str] = field(default_factory=dict)  # image id -> message
     thumbnails: dict[int, SavedFile] = field(default_factory=dict)  # image id -> SavedFile, for images lacking one
     inference_ms: float | None = None
