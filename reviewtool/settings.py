@@ -22,23 +22,21 @@ def env_str(name: str, default: str) -> str:
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+    return _env_parsed(name, default, int, "an integer")
 
 
 def env_float(name: str, default: float) -> float:
+    return _env_parsed(name, default, float, "a number")
+
+
+def _env_parsed(name: str, default, parse, what: str):
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        return float(raw)
+        return parse(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+        raise ImproperlyConfigured(f"{name} must be {what}, got {raw!r}") from exc
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -74,3 +74,10 @@ def test_scale_out_is_configured_by_environment(tmp_path):
         "redis://127.0.0.1:6379/0 None 4 1.5",
         "cuda 128 fp16",
     ]
+
+
+def test_a_malformed_number_in_the_environment_is_named(tmp_path):
+    for name, value, expected in [("Q_POLL", "soon", "a number"), ("Q_WORKERS", "two", "an integer")]:
+        result = manage("check", REVIEWTOOL_VAR_DIR=str(tmp_path), **{name: value})
+        assert result.returncode != 0
+        assert f"{name} must be {expected}, got {value!r}" in result.stderr
