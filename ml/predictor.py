@@ -139,7 +139,7 @@ class Predictor:
     ) -> Iterator[tuple[str, Prediction | ImageDecodeError]]:
         """Decode and predict ``(name, source)`` pairs, yielding in input order.
 
-        A thread pool decodes the next batch while the model runs on the current one.
+        A thread pool decodes ahead (up to two batches) while the model runs.
         A file that cannot be decoded yields its ImageDecodeError; the stream goes on.
 
         ``on_decoded(index, name, image)`` lets the caller reuse each decoded image
