@@ -20,7 +20,7 @@ import random
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,7 @@ def train_from_samples(
     precision: str = "auto",
     augment: str = "light",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, History, CheckpointMetadata]:
     """Split, train and describe: returns (model on cpu in eval mode, history, metadata).
 
@@ -136,6 +137,8 @@ def train_from_samples(
     (file-like objects work only with ``num_workers=0``). ``augment`` names the
     training augmentation (see :func:`ml.preprocess.train_transform`). Decoded images
     are kept in memory up to ``cache_bytes`` (0 decodes every epoch).
+    ``initial_state`` fine-tunes: the model starts from these weights (a state dict
+    of ``arch`` with ``len(class_names)`` outputs) instead of a fresh initialisation.
     """
     _check_labels(samples, class_names)
     torch.manual_seed(seed)
@@ -167,6 +170,8 @@ def train_from_samples(
         **loader_args,
     )
     model = build_model(arch, len(class_names))
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     history = train_model(
         model, nn.CrossEntropyLoss(), torch.optim.AdamW, lr, train_dl, val_dl,
         len(class_names), epochs, _auto_device(device),

@@ -1,8 +1,8 @@
 """Retraining from reviewed labels, in the cluster.
 
 ``training_job_create`` records a TrainingJob and queues it; ``training_run`` (the task)
-trains on every reviewed image whose label is one of the base version's classes, with
-the base version's architecture and preprocessing, writes the checkpoint into the
+fine-tunes the base version's weights on every reviewed image whose label is one of its
+classes, with its architecture and preprocessing, writes the checkpoint into the
 weights storage and registers it as a new, inactive version. torch is imported inside
 ``training_run`` only.
 """
@@ -101,9 +101,11 @@ def training_run(*, job_id: int) -> int | None:
 
 
 def _train(job: TrainingJob) -> ModelVersion:
-    from ml.checkpoints import save_checkpoint
+    from ml.checkpoints import load_checkpoint, save_checkpoint
     from ml.preprocess import Preprocessing
     from ml.train import train_from_samples
+
+    from predictions.inference import checkpoint_overrides
 
     base = job.base_version
     if base is None:
@@ -121,9 +123,9 @@ def _train(job: TrainingJob) -> ModelVersion:
     def on_epoch(epoch: int, history: dict[str, list[float]]) -> None:
         TrainingJob.objects.filter(pk=job.pk).update(epochs_done=epoch, history=json_safe(history))
 
-    # train_from_samples builds a freshly initialised model of the base's architecture:
-    # it has no way to start from the base's weights yet, so this trains from scratch
-    # with the base's classes and preprocessing.
+    # Fine-tuning: the base's weights, classes and preprocessing are the starting point.
+    with base.checkpoint.open("rb") as checkpoint:
+        base_model = load_checkpoint(checkpoint, overrides=checkpoint_overrides(base)).model
     model, history, metadata = train_from_samples(
         samples,
         class_names=class_names,
@@ -134,6 +136,7 @@ def _train(job: TrainingJob) -> ModelVersion:
         device=settings.INFERENCE_DEVICE,
         on_epoch=on_epoch,
         progress=False,
+        initial_state=base_model.state_dict(),
     )
     skipped = reviewed_label_counts(class_names=class_names).other
     metadata.metrics = {

@@ -115,6 +115,23 @@ def test_train_from_samples_skips_bad_files_and_describes_the_model(image_folder
     assert metadata.metrics["val_size"] == 5
 
 
+def test_train_from_samples_starts_from_the_given_weights(image_folder, recwarn):
+    samples, classes = load_samples(image_folder)
+    torch.manual_seed(7)
+    start = build_model("resnet18_custom_head", len(classes)).state_dict()
+
+    # A learning rate of 0 moves no weight: what comes out is where training started.
+    model, _, _ = train_from_samples(
+        samples, class_names=classes, preprocessing=_tiny(), epochs=1, lr=0.0, batch_size=13,
+        device="cpu", progress=False, initial_state=start,
+    )  # fmt: skip
+
+    trained = dict(model.named_parameters())
+    assert all(torch.equal(trained[name], start[name]) for name in trained)
+    fresh = build_model("resnet18_custom_head", len(classes)).state_dict()
+    assert not torch.equal(fresh["conv1.weight"], start["conv1.weight"])  # so the check above means something
+
+
 @pytest.fixture
 def counted_decodes(monkeypatch):
     import ml.train

@@ -54,6 +54,39 @@ def test_training_from_reviews_makes_a_new_inactive_valid_version_with_metrics(
     assert detail.status_code == 200 and "2 / 2" in detail.content.decode()
 
 
+def test_retraining_fine_tunes_the_base_versions_weights(
+    reviewed_images, model_version_factory, lead, django_capture_on_commit_callbacks
+):
+    import io
+
+    import torch
+
+    from ml.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
+    from ml.models import DEFAULT_ARCH, build_model
+    from tests.conftest import DEMO_CLASSES, TINY_INPUT_SIZE
+
+    # Weights no fresh initialisation in training would reproduce (training seeds its own).
+    torch.manual_seed(5)
+    buffer = io.BytesIO()
+    save_checkpoint(buffer, model=build_model(DEFAULT_ARCH, len(DEMO_CLASSES)), metadata=CheckpointMetadata(
+        arch=DEFAULT_ARCH, class_names=list(DEMO_CLASSES), input_size=TINY_INPUT_SIZE))  # fmt: skip
+    base_version = model_version_factory("distinct-weights", active=False, checkpoint=buffer.getvalue())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = training_job_create(base_version=base_version, epochs=1, learning_rate=1e-7, user=lead)
+    job.refresh_from_db()
+    assert job.status == TrainingJob.Status.DONE, job.error
+
+    def weights(version):
+        with version.checkpoint.open("rb") as checkpoint:
+            return load_checkpoint(checkpoint).model.state_dict()
+
+    base, tuned = weights(base_version), weights(job.result_version)
+    # A tiny learning rate barely moves them: the new version started from the base, not from scratch.
+    assert torch.allclose(tuned["conv1.weight"], base["conv1.weight"], atol=1e-4)
+    assert torch.allclose(tuned["fc.1.weight"], base["fc.1.weight"], atol=1e-4)
+
+
 def test_training_without_two_reviewed_classes_fails_with_the_reason(
     active_model_version, image_factory, lead, django_capture_on_commit_callbacks
 ):
