@@ -16,6 +16,16 @@ _sequence = itertools.count(1)
 
 
 @pytest.fixture
+def fresh_predictor_cache():
+    """No model loaded by an earlier test in this process, and none left for a later one."""
+    from predictions.inference import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
+@pytest.fixture
 def image_factory(db):
     from django.core.files.base import ContentFile
     from django.utils import timezone

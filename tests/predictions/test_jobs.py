@@ -11,16 +11,7 @@ import pytest
 
 from tests.conftest import DEMO_CLASSES
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_predictor_cache():
-    from predictions.inference import clear_cache
-
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_predictor_cache")]
 
 
 @pytest.fixture

@@ -38,15 +38,6 @@ def tutorial_checkpoint_bytes(tutorial_model) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def fresh_predictors():
-    from predictions.inference import clear_cache
-
-    clear_cache()
-    yield
-    clear_cache()
-
-
 def register(data: bytes, name: str = "candidate", **metadata) -> ModelVersion:
     """Register and validate right away, as the task would in the cluster."""
     return model_version_register(
@@ -58,7 +49,7 @@ def register(data: bytes, name: str = "candidate", **metadata) -> ModelVersion:
 
 
 def test_tutorial_checkpoint_registered_and_activated_predicts_like_torchvision(
-    db, settings, tutorial_model, tutorial_checkpoint_bytes, image_factory, lead, fresh_predictors,
+    db, settings, tutorial_model, tutorial_checkpoint_bytes, image_factory, lead, fresh_predictor_cache,
     django_capture_on_commit_callbacks,
 ):
     import torch

@@ -11,18 +11,9 @@ from functools import partial
 
 import pytest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_predictor_cache")]
 
 LONG_AGO = timedelta(hours=1)
-
-
-@pytest.fixture(autouse=True)
-def fresh_predictor_cache():
-    from predictions.inference import clear_cache
-
-    clear_cache()
-    yield
-    clear_cache()
 
 
 @pytest.fixture
