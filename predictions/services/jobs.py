@@ -90,8 +90,8 @@ def _job_create_and_queue(
 def _chunks_queue_on_commit(*, job: PredictionJob, image_ids: Sequence[int], label: str = "chunk") -> int:
     """Queue ``predict_chunk`` tasks for ``image_ids`` once the transaction commits; how many."""
     # As many chunks as PREDICTION_CHUNK_SIZE asks for, of equal size: 200
-    # images make 4 x 50, not 64 + 64 + 64 + 8 (a short chunk pays a whole
-    # task's overhead and never fills the model's batches).
+    # images at 64 a chunk make 4 x 50, not 64 + 64 + 64 + 8 (a short chunk pays
+    # a whole task's overhead and never fills the model's batches).
     chunk_count = math.ceil(len(image_ids) / max(1, settings.PREDICTION_CHUNK_SIZE))
     chunk_size = math.ceil(len(image_ids) / chunk_count) if chunk_count else 1
     chunks = [list(ids) for ids in _batched(image_ids, chunk_size)]
@@ -299,8 +299,6 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
     outcome = _ChunkOutcome()
     predictor = get_predictor(model_version)
     fed: list[tuple[Image, object]] = []
-    thumbnail_wanted: set[int] = set()  # positions in the stream
-    thumbnails: dict[int, SavedFile] = {}  # position -> SavedFile; written by the decode threads
 
     def sources() -> Iterator[tuple[str, object]]:
         # Runs ahead of the results (decode overlaps inference), so files are
@@ -312,18 +310,17 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
             except (FileNotFoundError, OSError, ValueError):
                 outcome.failures[image.pk] = f"{image.original_name}: {MISSING_FILE}"
                 continue
-            if not image.thumbnail:
-                thumbnail_wanted.add(len(fed))
             fed.append((image, handle))
             yield image.original_name, handle
 
     def make_thumbnail(index: int, _name: str, decoded) -> None:
-        if index not in thumbnail_wanted:
-            return
+        # Runs in the decode threads: fills outcome.thumbnails, no database access.
         image = fed[index][0]
+        if image.thumbnail:
+            return
         try:
             jpeg = thumbnail_jpeg(decoded, size=settings.THUMBNAIL_SIZE)
-            thumbnails[index] = thumbnail_file_save(sha256=image.sha256, jpeg=jpeg)
+            outcome.thumbnails[image.pk] = thumbnail_file_save(sha256=image.sha256, jpeg=jpeg)
         except Exception:  # costs only the thumbnail (the changelist shows a placeholder)
             logger.exception("Could not store the thumbnail of image #%s (%s)", image.pk, image.original_name)
 
@@ -350,7 +347,6 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> _ChunkOut
             handle.close()
     if results:
         outcome.inference_ms = (time.perf_counter() - started) * 1000 / results
-    outcome.thumbnails = {fed[index][0].pk: saved for index, saved in thumbnails.items()}
     return outcome
 
 
