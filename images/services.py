@@ -120,13 +120,13 @@ class SavedFile(NamedTuple):
     wrote: bool  # False when an identical file was there already
 
 
-def _store_content(name: str, data: bytes) -> tuple[str, bool]:
+def _store_content(name: str, data: bytes) -> SavedFile:
     """Save ``data`` at ``name``; reuse a file already there (content-addressed)."""
     if default_storage.exists(name) and default_storage.size(name) == len(data):
-        return name, False
+        return SavedFile(name, wrote=False)
     # An unexpected file at that name (a partial write) is left alone: the
     # storage picks a free name next to it.
-    return default_storage.save(name, ContentFile(data)), True
+    return SavedFile(default_storage.save(name, ContentFile(data)), wrote=True)
 
 
 def _forget_file(name: str, wrote_file: bool) -> None:
@@ -307,7 +307,7 @@ def thumbnail_file_save(*, sha256: str, jpeg: bytes) -> SavedFile:
 
     Hand the result to :func:`thumbnails_set`.
     """
-    return SavedFile(*_store_content(thumbnail_file_name(sha256=sha256), jpeg))
+    return _store_content(thumbnail_file_name(sha256=sha256), jpeg)
 
 
 def thumbnails_set(*, saved: Mapping[int, SavedFile]) -> int:
