@@ -61,6 +61,13 @@ class Image(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_count = models.PositiveIntegerField(default=0)
+    # Source of the current decision (a Review source: screen, grid, import, auto, similar).
+    label_source = models.CharField(max_length=16, blank=True, default="")
+    # A Lead's reference label: mixed into reviewers' queues to measure them, never changed by them.
+    is_gold = models.BooleanField(default=False)
+
+    # 64-bit perceptual hash (ml.hashing) from the upload's validation decode, stored signed.
+    phash = models.BigIntegerField(null=True, blank=True, db_index=True)
 
     # Review claim: who is looking at this image, and until when.
     claimed_by = models.ForeignKey(
