@@ -260,10 +260,10 @@ def active_model_version(checkpoint: Path | None, *, name: str = "bench", input_
     """
     from django.core.files import File
 
-    from predictions.models import Label, ModelVersion
+    from predictions.models import ModelVersion
+    from predictions.services.labels import labels_ensure
 
-    for order, class_name in enumerate(DEMO_CLASSES):
-        Label.objects.get_or_create(name=class_name, defaults={"order": order, "key": str(order + 1)})
+    labels_ensure(names=DEMO_CLASSES)
     version = ModelVersion(
         name=name,
         class_names=list(DEMO_CLASSES),

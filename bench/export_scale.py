@@ -145,13 +145,14 @@ def _plain():
     from django.conf import settings
 
     from images.models import Image
-    from predictions.selectors.exports import export_model_version, image_export_queryset
+    from predictions.selectors.exports import image_export_queryset
+    from predictions.selectors.versions import model_version_active
 
     limits = iter([100])
 
     def export() -> int:
         queryset = image_export_queryset(
-            queryset=Image.objects.order_by("-uploaded_at", "-id"), model_version=export_model_version()
+            queryset=Image.objects.order_by("-uploaded_at", "-id"), model_version=model_version_active()
         )[: next(limits, None)]
         with tempfile.TemporaryFile("w+", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)

@@ -1,8 +1,8 @@
 """Admin for images and upload batches.
 
 Uploading goes through ImageAdmin's "upload/" page (the Add buttons lead there).
-Querysets come from images.selectors; writes go through images.services and
-predictions.services.jobs. Other apps add their actions to ImageAdmin.actions.
+Querysets come from images.selectors; writes go through images.services. The
+actions on the image and batch lists come from predictions/admin/image_actions.py.
 """
 
 from __future__ import annotations
@@ -17,43 +17,26 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from predictions.actions import confirm_predictions, set_label
 from predictions.admin.exports import ImageExportMixin
-from predictions.admin.model_versions import repredict_batches, repredict_images
+from predictions.admin.image_actions import (
+    ImageActionPermissionsMixin,
+    confirm_predictions,
+    repredict_batches,
+    repredict_images,
+    retry_batch_predictions,
+    retry_image_predictions,
+    set_label,
+)
 from predictions.models import Label, ModelVersion
+from predictions.selectors import images as selectors
+from predictions.selectors.versions import model_version_active_id
 
-from . import selectors, services
+from . import services
 from .forms import ImageUploadForm, upload_request_error
 from .models import Image, UploadBatch
 from .services import FileStatus
 
 REPORT_ROWS_SHOWN = 1000
-
-
-def _retry_failed_predictions(request, image_ids: list[int]) -> None:
-    from predictions.services.jobs import retry_failed_predictions
-
-    if not image_ids:
-        messages.info(request, "None of the selected images has a failed prediction.")
-        return
-    retry_failed_predictions(image_ids=image_ids, user=request.user)
-    messages.success(request, f"{len(image_ids)} image(s) queued for prediction again.")
-
-
-@admin.action(description="Retry failed predictions", permissions=["retry"])
-def retry_image_predictions(modeladmin, request, queryset):
-    _retry_failed_predictions(request, selectors.failed_image_ids(image_ids=queryset.values_list("pk", flat=True)))
-
-
-@admin.action(description="Retry failed predictions", permissions=["retry"])
-def retry_batch_predictions(modeladmin, request, queryset):
-    _retry_failed_predictions(request, selectors.failed_image_ids(batch_ids=queryset.values_list("pk", flat=True)))
-
-
-class RetryPermissionMixin:
-    def has_retry_permission(self, request) -> bool:
-        # Whoever may upload images may ask for their predictions again.
-        return request.user.has_perm("images.add_image")
 
 
 # --- filters -----------------------------------------------------------------------
@@ -118,7 +101,7 @@ class BatchFilter(admin.SimpleListFilter):
 
 
 @admin.register(Image)
-class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
+class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin):
     list_display = [
         "thumbnail_tag",
         "original_name",
@@ -164,9 +147,6 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.images_with_active_prediction(super().get_queryset(request))
-
-    def has_review_permission(self, request) -> bool:
-        return request.user.has_perm("predictions.add_review")
 
     def get_urls(self):
         upload = self.admin_site.admin_view(csrf_exempt(self.upload_view))
@@ -265,8 +245,11 @@ class ImageAdmin(ImageExportMixin, RetryPermissionMixin, admin.ModelAdmin):
 
     @admin.display(description="review history")
     def review_history(self, image):
-        reviews = image.reviews.select_related("reviewer", "label", "prediction__label")
-        return render_to_string("admin/images/image/review_history.html", {"reviews": reviews})
+        reviews = image.reviews.select_related("reviewer", "label", "prediction__label", "operation")
+        return render_to_string(
+            "admin/images/image/review_history.html",
+            {"reviews": reviews, "next": reverse("admin:images_image_change", args=[image.pk])},
+        )
 
 
 def upload_summary(batch: UploadBatch) -> str:
@@ -280,7 +263,7 @@ def upload_summary(batch: UploadBatch) -> str:
 
 
 @admin.register(UploadBatch)
-class UploadBatchAdmin(RetryPermissionMixin, admin.ModelAdmin):
+class UploadBatchAdmin(ImageActionPermissionsMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "source",
@@ -354,7 +337,7 @@ class UploadBatchAdmin(RetryPermissionMixin, admin.ModelAdmin):
 
     @admin.display(description="failed predictions")
     def failed_predictions(self, batch):
-        failures = selectors.batch_prediction_failures(batch=batch, version_id=selectors.active_model_version_id())
+        failures = selectors.batch_prediction_failures(batch=batch, version_id=model_version_active_id())
         return render_to_string(
             "admin/images/uploadbatch/failures_table.html", {"failures": failures[:REPORT_ROWS_SHOWN]}
         )

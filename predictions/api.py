@@ -27,8 +27,13 @@ Statuses:
 - 403: the user may not use the API (or store images), or a session request
   failed the CSRF check.
 - 405: a method other than GET and POST.
-- 413: more than ``API_MAX_FILES`` files, a file over ``IMAGE_MAX_BYTES``, or a
-  body Django refuses to parse (``DATA_UPLOAD_MAX_*``).
+- 411: a body without ``Content-Length`` on a server that cannot tell where it
+  ends (gunicorn can: there such a body is read up to the limit).
+- 413: a body over ``API_MAX_REQUEST_BYTES`` (refused from its ``Content-Length``
+  before it is read), more than ``API_MAX_FILES`` files, a file over
+  ``IMAGE_MAX_BYTES``, images over ``API_MAX_PIXELS_PER_REQUEST`` pixels in all
+  (read from their headers, before any decode), or a body Django refuses to
+  parse (``DATA_UPLOAD_MAX_*``).
 - 503: no active validated model version, or its checkpoint cannot be loaded.
 
 Every error answer is JSON with an ``error`` message.
@@ -46,6 +51,8 @@ on its own); session requests do, checked by Django's own CSRF middleware code.
 from __future__ import annotations
 
 import logging
+import tempfile
+import warnings
 
 from django.conf import settings
 from django.contrib import admin
@@ -67,8 +74,8 @@ from predictions.auth import (
     csrf_failure_reason,
 )
 from predictions.models import ModelVersion
+from predictions.selectors.versions import model_version_active
 from predictions.services.api_predictions import UploadsPrediction, uploads_predict, uploads_store
-from predictions.services.jobs import active_model_version
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +122,9 @@ def _predict(request: HttpRequest) -> JsonResponse:
     if store and not can_store_through_api(user):
         raise ApiError(403, f"user {user.get_username()!r} may not store images (?store=1 needs the add image permission)")
 
+    _limit_body(request)
     files = _uploaded_files(request)
+    _check_pixel_budget(files)
     if not via_token:
         reason = csrf_failure_reason(request)
         if reason:
@@ -125,7 +134,7 @@ def _predict(request: HttpRequest) -> JsonResponse:
                 "or use an API token",
             )
 
-    model_version = active_model_version()
+    model_version = model_version_active()
     if model_version is None:
         raise ApiError(503, "no model version is active: a lead activates one in the admin")
     predictor = _predictor(model_version)
@@ -143,6 +152,93 @@ def _authenticated_user(request: HttpRequest):
         if "Authorization" in request.headers:
             challenge += ', error="invalid_token"'
         raise ApiError(401, str(exc), headers={"WWW-Authenticate": challenge}) from None
+
+
+def _limit_body(request: HttpRequest) -> None:
+    """Refuse a body over API_MAX_REQUEST_BYTES before request.FILES reads it.
+
+    Django would spool the whole body to disk first and only then let the view
+    see its size. With a Content-Length the size is known before a byte is read;
+    without one, the body is read here up to the limit and handed to Django
+    with its length.
+    """
+    limit = settings.API_MAX_REQUEST_BYTES
+    length = request.META.get("CONTENT_LENGTH")
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            raise ApiError(400, f"malformed Content-Length header: {length!r}") from None
+        if size > limit:
+            raise ApiError(413, _body_too_large(size, limit))
+        return
+    source = _unsized_body(request)
+    body = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
+    size = 0
+    while chunk := source.read(min(_READ_CHUNK, limit + 1 - size)):
+        size += len(chunk)
+        if size > limit:
+            body.close()
+            raise ApiError(413, _body_too_large(None, limit))
+        body.write(chunk)
+    body.seek(0)
+    # Django reads the body through _stream and parses only CONTENT_LENGTH bytes.
+    request._stream = body
+    request.META["CONTENT_LENGTH"] = str(size)
+
+
+_READ_CHUNK = 64 * 1024
+
+
+def _unsized_body(request: HttpRequest):
+    environ = getattr(request, "environ", {})
+    if "wsgi.input" not in environ:
+        return request._stream  # ASGI: Django has already read the body into a file
+    if not environ.get("wsgi.input_terminated"):
+        # PEP 3333: without a length, reading wsgi.input may wait forever.
+        raise ApiError(411, "send a Content-Length header: this server cannot tell where the body ends without one")
+    return environ["wsgi.input"]
+
+
+def _body_too_large(size: int | None, limit: int) -> str:
+    sent = "over" if size is None else f"{human_size(size)}, over"
+    return f"the request body is {sent} the {human_size(limit)} limit per request (API_MAX_REQUEST_BYTES)"
+
+
+def _check_pixel_budget(files: list[UploadedFile]) -> None:
+    """Refuse images over API_MAX_PIXELS_PER_REQUEST in all, from their headers alone."""
+    total = sum(_header_pixels(upload) for upload in files)
+    budget = settings.API_MAX_PIXELS_PER_REQUEST
+    if total > budget:
+        raise ApiError(
+            413,
+            f"the images have {total:,} pixels in all, over the limit of {budget:,} per request "
+            "(API_MAX_PIXELS_PER_REQUEST): send fewer or smaller images per request",
+        )
+
+
+def _header_pixels(upload: UploadedFile) -> int:
+    """The pixels the model's decode of ``upload`` would produce, from its header (nothing decoded).
+
+    0 for a file the decoder refuses without decoding it (not an allowed image,
+    over IMAGE_MAX_PIXELS): it costs nothing and gets its own error.
+    """
+    from PIL import Image as PILImage
+
+    from ml.decode import ALLOWED_FORMATS
+
+    position = upload.tell()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(upload, formats=ALLOWED_FORMATS) as image:
+                width, height = image.size
+    except Exception:  # Pillow's header parsers raise many kinds; the decode names the reason
+        return 0
+    finally:
+        upload.seek(position)
+    pixels = width * height
+    return pixels if pixels <= settings.IMAGE_MAX_PIXELS else 0
 
 
 def _uploaded_files(request: HttpRequest) -> list[UploadedFile]:
@@ -218,7 +314,7 @@ def _upload_page(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
         "title": "Predict images",
-        "model_version": active_model_version(),
+        "model_version": model_version_active(),
         "files_field": FILES_FIELD,
         "max_files": settings.API_MAX_FILES,
         "max_file_size": human_size(settings.IMAGE_MAX_BYTES),

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from predictions.checkpoint_metadata import version_metadata
+
 if TYPE_CHECKING:
     from ml.predictor import Predictor
 
@@ -27,21 +29,6 @@ _lock = threading.Lock()
 # keep every model it ever used.
 _predictors: dict[tuple[int, str], Predictor] = {}
 _load_count = 0
-
-
-def checkpoint_overrides(model_version: ModelVersion) -> dict:
-    """The metadata recorded on the row; it wins over what the checkpoint file says."""
-    overrides = {
-        "arch": model_version.arch,
-        "class_names": list(model_version.class_names),
-        "input_size": model_version.input_size,
-    }
-    # Empty mean/std on the row means "whatever the checkpoint recorded".
-    if model_version.mean:
-        overrides["mean"] = list(model_version.mean)
-    if model_version.std:
-        overrides["std"] = list(model_version.std)
-    return overrides
 
 
 def get_predictor(model_version: ModelVersion) -> Predictor:
@@ -67,7 +54,7 @@ def _load(model_version: ModelVersion) -> Predictor:
     with model_version.checkpoint.open("rb") as checkpoint:
         predictor = Predictor.from_checkpoint(
             checkpoint,
-            overrides=checkpoint_overrides(model_version),
+            overrides=version_metadata(model_version),
             device=settings.INFERENCE_DEVICE,
             precision=settings.INFERENCE_PRECISION,
             batch_size=settings.INFERENCE_BATCH_SIZE,

@@ -29,25 +29,30 @@ from import_export import fields, resources
 
 from images.models import Image, UploadBatch
 from predictions.models import Label, ModelVersion, Prediction, Review
-from predictions.selectors.exports import export_model_version, image_export_queryset
+from predictions.selectors.exports import image_export_queryset
+from predictions.selectors.versions import model_version_active, model_version_active_id
 from predictions.services.reviews import review_submit
+from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
 
 # A spreadsheet reads a cell starting with one of these as a formula (tab and
 # carriage return hide one behind whitespace). Prefixing a single quote makes
 # it text in Excel, LibreOffice and Google Sheets.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Text that already starts with a quote gets one more, as a spreadsheet would
+# hide the first: otherwise "'=x" would import back as "=x".
+_QUOTED_PREFIXES = (*FORMULA_PREFIXES, "'")
 
 
 def escape_formula(value: Any) -> Any:
     """Neutralise a text cell a spreadsheet would run; anything not text is left as it is."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    if isinstance(value, str) and value.startswith(_QUOTED_PREFIXES):
         return "'" + value
     return value
 
 
 def unescape_formula(value: str) -> str:
     """The text `escape_formula` was given (so an exported file imports back)."""
-    if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+    if value.startswith("'") and value[1:].startswith(_QUOTED_PREFIXES):
         return value[1:]
     return value
 
@@ -125,7 +130,7 @@ class ImageLabelResource(resources.ModelResource):
         shown are `model_version`'s, by default the active one's (None: none)."""
         super().__init__(**kwargs)
         self.base_url = base_url
-        self.model_version = export_model_version() if model_version == ACTIVE_VERSION else model_version
+        self.model_version = model_version_active() if model_version == ACTIVE_VERSION else model_version
 
     def filter_export(self, queryset: QuerySet[Image], **kwargs) -> QuerySet:
         """The images of `queryset` as the `export_values` their rows are made from."""
@@ -251,9 +256,10 @@ class LabelImportResource(resources.ModelResource):
     Columns: `sha256` (or `original_name`, or `file`, the storage name) to find
     the image, and `label` (`final_label`, as in the label export, is accepted
     too). Each row goes through `review_submit`, so the image's current label
-    follows, and `agreed` is set against the active version's prediction. An
-    unknown image or label is a validation error of that row; any error rolls
-    the whole file back.
+    follows, and `agreed` is set against the active version's prediction. A row
+    with no label, or the image's current one, is skipped (an export imports
+    back unchanged). An unknown image or label is a validation error of that
+    row; any error rolls the whole file back.
     """
 
     IMAGE_COLUMNS = ("sha256", "original_name", "file")
@@ -299,17 +305,18 @@ class LabelImportResource(resources.ModelResource):
         for column in self.IMAGE_COLUMNS:
             if column not in headers:
                 continue
-            values = {str(value).strip() for value in dataset[column] if value not in (None, "")}
+            # The keys as _row_value reads them: an exported '=name is looked up as =name.
+            values = {_cell_text(value) for value in dataset[column] if value not in (None, "")}
             lookup = {"sha256": "sha256__in", "original_name": "original_name__in", "file": "file__in"}[column]
-            for start in range(0, len(values), 500):
-                batch = sorted(values)[start : start + 500]
+            for batch in id_chunks(sorted(values), IN_QUERY_MAX_IDS):
                 for image in Image.objects.filter(**{lookup: batch}):
                     key_value = image.file.name if column == "file" else getattr(image, column)
                     self._images.setdefault((column, key_value), []).append(image)
         image_ids = [images[0].pk for images in self._images.values()]
-        for start in range(0, len(image_ids), 500):
+        active_version_id = model_version_active_id()
+        for ids in id_chunks(image_ids, IN_QUERY_MAX_IDS):
             for prediction in Prediction.objects.filter(
-                image_id__in=image_ids[start : start + 500], model_version__is_active=True
+                image_id__in=ids, model_version_id=active_version_id
             ).select_related("label"):
                 self._active_predictions[prediction.image_id] = prediction
 
@@ -317,7 +324,7 @@ class LabelImportResource(resources.ModelResource):
         for column in columns:
             value = row.get(column)
             if value not in (None, ""):
-                return column, unescape_formula(str(value).strip())
+                return column, _cell_text(value)
         return "", ""
 
     def _find_image(self, row) -> Image:
@@ -331,10 +338,10 @@ class LabelImportResource(resources.ModelResource):
             raise ValueError(f"{len(matches)} images have {column} '{value}'; give its sha256 instead.")
         return matches[0]
 
-    def _find_label(self, row) -> Label:
+    def _find_label(self, row) -> Label | None:
         _, value = self._row_value(row, self.LABEL_COLUMNS)
         if not value:
-            raise ValueError("No label given.")
+            return None
         label = self._labels.get(value)
         if label is None:
             known = ", ".join(sorted(self._labels)) or "none defined"
@@ -350,6 +357,12 @@ class LabelImportResource(resources.ModelResource):
                 errors[name] = ValidationError(str(exc), code="invalid")
         if errors:
             raise ValidationError(errors)
+        # No label (an unreviewed image in the label export) or the image's current
+        # one changes nothing: the row is skipped, so an export imports back as it was.
+        instance.import_unchanged = instance.label_id in (None, instance.image.final_label_id)
+
+    def skip_row(self, instance: Review, original, row, import_validation_errors=None) -> bool:
+        return not import_validation_errors and getattr(instance, "import_unchanged", False)
 
     def save_instance(self, instance: Review, is_create, row, **kwargs):
         review = review_submit(
@@ -359,6 +372,8 @@ class LabelImportResource(resources.ModelResource):
             prediction=self._active_predictions.get(instance.image.pk),
             source=Review.Source.IMPORT,
         )
+        # Later rows of the file compare against this label, as they would after a commit.
+        instance.image.final_label_id = review.label_id
         # The row result (preview, admin log) reports the Review just written.
         instance.pk = review.pk
         instance.reviewer = review.reviewer
@@ -366,3 +381,8 @@ class LabelImportResource(resources.ModelResource):
         instance.agreed = review.agreed
         instance.source = review.source
         instance.created_at = review.created_at
+
+
+def _cell_text(value: Any) -> str:
+    """An import cell as the text the export was given (stripped, formula quote removed)."""
+    return unescape_formula(str(value).strip())

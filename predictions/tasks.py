@@ -2,14 +2,17 @@
 
 Anything that imports torch is imported inside the function body, so the
 cluster's parent process never loads it (CUDA must not be touched before the
-workers fork).
+workers fork). The dotted names of these functions are what the broker and the
+schedules hold (``predictions.tasks.predict_chunk``, migration 0003's
+``predictions.tasks.sweep_predictions``): they stay when the code behind them moves.
 """
 
-from predictions.services.jobs import predict_chunk_failed, predict_chunk_run, predictions_sweep
+from predictions.services.chunks import predict_chunk_failed, predict_chunk_run
+from predictions.services.sweep import predictions_sweep
 
 
 def predict_chunk(job_id: int, image_ids: list[int]) -> dict:
-    """Predict one chunk of a PredictionJob (queued by predictions.services.jobs)."""
+    """Predict one chunk of a PredictionJob (queued by services.jobs, run by services.chunks)."""
     return predict_chunk_run(job_id=job_id, image_ids=image_ids)
 
 
@@ -21,7 +24,7 @@ def predict_chunk_hook(task) -> None:
 
 
 def sweep_predictions() -> dict:
-    """Queue again the images of stalled prediction jobs (a django-q2 schedule, every minute; migration 0003)."""
+    """Queue again the images of stalled prediction jobs (services.sweep; a schedule, every minute: migration 0003)."""
     return predictions_sweep()
 
 
@@ -51,3 +54,10 @@ def export_training_zip(job_id: int) -> None:
     from predictions.services.exports import training_zip_write
 
     training_zip_write(job_id=job_id)
+
+
+def import_labels(job_id: int) -> None:
+    """Check (dry run) or apply a label CSV in short batches (predictions.services.label_imports)."""
+    from predictions.services.label_imports import label_import_job_run
+
+    label_import_job_run(job_id=job_id)

@@ -229,8 +229,20 @@ PREDICTION_CHUNK_SIZE = env_int("PREDICTION_CHUNK_SIZE", 128)
 # drops the tasks a cluster held): the periodic sweep queues its images again.
 PREDICTION_SWEEP_AFTER_SECONDS = env_int("PREDICTION_SWEEP_AFTER_SECONDS", 900)
 API_MAX_FILES = env_int("API_MAX_FILES", 64)
+# The JSON endpoint's limits per request, both checked before the work they
+# bound: the body from its Content-Length before a byte is read (a body sent
+# without one is read only up to the limit), and the pixels from the image
+# headers before any decode. 64 images of 49 MP took 24.5 s and 1.6 GB; 400 MP
+# bounds a request to about an eighth of that and still takes 8 images at the
+# per-image limit, or 64 of 6 MP.
+API_MAX_REQUEST_BYTES = env_int("API_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
+API_MAX_PIXELS_PER_REQUEST = env_int("API_MAX_PIXELS_PER_REQUEST", 400_000_000)
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 300)
 EXPORT_SYNC_MAX_ROWS = env_int("EXPORT_SYNC_MAX_ROWS", 5000)
+# Label imports above this many rows are checked and applied in the cluster (a LabelImportJob).
+LABEL_IMPORT_SYNC_MAX_ROWS = env_int("LABEL_IMPORT_SYNC_MAX_ROWS", 2000)
+# An auto-accept run over more images than this runs in the task queue, with progress.
+AUTO_ACCEPT_SYNC_MAX = env_int("AUTO_ACCEPT_SYNC_MAX", 2000)
 
 # --- django-q2 --------------------------------------------------------------
 Q_WORKERS = env_int("Q_WORKERS", 1)

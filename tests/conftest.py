@@ -61,7 +61,7 @@ def model_version_factory(db, tiny_checkpoint_bytes):
     from django.core.files.base import ContentFile
 
     from predictions.models import ModelVersion
-    from predictions.services.model_versions import labels_ensure
+    from predictions.services.labels import labels_ensure
 
     saved: list = []
 
@@ -75,7 +75,7 @@ def model_version_factory(db, tiny_checkpoint_bytes):
         arch: str = "resnet18_custom_head",
     ) -> ModelVersion:
         class_names = class_names or list(DEMO_CLASSES)
-        labels_ensure(class_names=class_names)
+        labels_ensure(names=class_names)
         version = ModelVersion(
             name=name,
             arch=arch,

@@ -1,6 +1,7 @@
-"""The import boundaries of DESIGN.md, each checked in a fresh interpreter.
+"""The import boundaries of DESIGN.md, each checked in a fresh interpreter (the one place they are tested).
 
-- ``import ml`` (any of its modules) does not import Django;
+- ``import ml`` (any of its modules) does not import Django, and ``ml.decode``,
+  which the web process uses to validate uploads, does not import torch;
 - ``django.setup()``, ``manage.py check``, the admin modules and rendering admin
   pages do not import torch (the web process only loads it to serve the JSON API);
 - the qcluster parent, which forks the workers, does not import torch (the

@@ -1,3 +1,3 @@
 """Admin for the predictions app, one module per area."""
 
-from . import exports, jobs, model_versions, reviews, tokens  # noqa: F401
+from . import exports, jobs, model_versions, operations, reviews, tokens  # noqa: F401

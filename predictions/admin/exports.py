@@ -23,6 +23,7 @@ from import_export.admin import ExportActionMixin, ImportMixin
 from import_export.formats.base_formats import CSV
 from import_export.results import RowResult
 
+from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import ExportJob
 from predictions.resources import (
     EXPORT_RESOURCES,
@@ -99,6 +100,15 @@ def _export_started_response(modeladmin, request, job: ExportJob):
     return HttpResponseRedirect(f"{changelist_url}?{request.GET.urlencode()}" if request.GET else changelist_url)
 
 
+class _TooBigForTheRequest(Exception):
+    """More rows than settings.EXPORT_SYNC_MAX_ROWS: the export runs as an ExportJob."""
+
+    def __init__(self, *, queryset, export_form):
+        super().__init__()
+        self.queryset = queryset
+        self.export_form = export_form
+
+
 class ImageExportMixin(ExportActionMixin):
     """Label export for the image changelist: the Export button (current filters and
     search), the "Export selected" action, and the training-set actions.
@@ -139,19 +149,30 @@ class ImageExportMixin(ExportActionMixin):
         )
         return _export_started_response(self, request, job)
 
-    def _do_file_export(self, file_format, request, queryset, export_form=None):
-        # The one place import-export turns a chosen queryset into a response
-        # (Export button and "Export selected" alike): big ones go to the cluster.
+    # Big exports go to the cluster. import-export's public hook between the chosen
+    # rows and the response is get_export_data(), which must return the file's
+    # content (ExportMixin.export_action builds the HttpResponse around it), so it
+    # hands a big queryset back to export_action() by raising, and export_action()
+    # answers with the ExportJob instead. Both are public, documented methods.
+
+    def get_export_data(self, file_format, request, queryset, **kwargs):
         if queryset.count() > settings.EXPORT_SYNC_MAX_ROWS:
             if not self.has_export_permission(request):
                 raise PermissionDenied
+            raise _TooBigForTheRequest(queryset=queryset, export_form=kwargs.get("export_form"))
+        return super().get_export_data(file_format, request, queryset, **kwargs)
+
+    def export_action(self, request):
+        # The Export button and the export form of "Export selected" both end here.
+        try:
+            return super().export_action(request)
+        except _TooBigForTheRequest as big:
             return self._export_in_background(
                 request,
-                queryset,
-                resource_class=self.choose_export_resource_class(export_form, request),
-                fields=self.get_export_resource_fields_from_form(export_form),
+                big.queryset,
+                resource_class=self.choose_export_resource_class(big.export_form, request),
+                fields=self.get_export_resource_fields_from_form(big.export_form),
             )
-        return super()._do_file_export(file_format, request, queryset, export_form=export_form)
 
     def export_admin_action(self, request, queryset):
         # A selection too big for the request goes straight to the cluster with
@@ -185,7 +206,9 @@ class ReviewImportMixin(ImportMixin):
 
 
 @admin.register(ExportJob)
-class ExportJobAdmin(admin.ModelAdmin):
+class ExportJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Made by the export actions; viewed, downloaded and deleted here."""
+
     list_display = ["__str__", "kind", "status", "progress", "created_by", "created_at", "finished_at", "download"]
     list_filter = ["kind", "status"]
     list_select_related = ["created_by"]
@@ -194,12 +217,6 @@ class ExportJobAdmin(admin.ModelAdmin):
     ]  # fmt: skip
     fields = readonly_fields
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False  # made by the export actions
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="progress")
     def progress(self, job: ExportJob) -> str:

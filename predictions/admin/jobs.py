@@ -1,53 +1,28 @@
 """Admin: prediction jobs, predictions and prediction failures.
 
 All three are records written by the pipeline, so they are read-only here; the
-one thing a user does with them is queue the failed images again.
+one thing a user does with them is queue the failed images again (the retry
+actions live with the other image actions, in image_actions.py).
 """
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.utils.html import format_html
-from django.utils.translation import ngettext
 
+from predictions.admin.image_actions import (
+    ImageActionPermissionsMixin,
+    retry_failed_images_of_jobs,
+    retry_selected_failures,
+)
+from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import Prediction, PredictionFailure, PredictionJob
-from predictions.services.jobs import retry_failed_predictions
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the pipeline writes: viewable, never added or edited by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_retry_permission(self, request):
-        # Retrying queues a new prediction job.
-        return request.user.has_perm("predictions.add_predictionjob")
-
-
-def _retry(request, image_ids) -> None:
-    job = retry_failed_predictions(image_ids=image_ids, user=request.user)
-    if job is None:
-        messages.warning(request, "Nothing was queued: no recorded failures of the active model version among them.")
-    else:
-        messages.success(
-            request, ngettext("Queued %d image again.", "Queued %d images again.", job.total) % job.total
-        )
-
-
-@admin.action(description="Retry the failed images of the selected jobs", permissions=["retry"])
-def retry_failed_images_of_jobs(modeladmin, request, queryset):
-    _retry(request, PredictionFailure.objects.filter(job__in=queryset).values_list("image_id", flat=True))
-
-
-@admin.action(description="Retry the selected failed images", permissions=["retry"])
-def retry_selected_failures(modeladmin, request, queryset):
-    _retry(request, queryset.values_list("image_id", flat=True))
+class PipelineRecordAdmin(ReadOnlyAdminMixin, ImageActionPermissionsMixin, admin.ModelAdmin):
+    """Rows the pipeline writes; their retry actions follow the image actions' "predict" rule."""
 
 
 @admin.register(PredictionJob)
-class PredictionJobAdmin(ReadOnlyAdmin):
+class PredictionJobAdmin(PipelineRecordAdmin):
     list_display = ["__str__", "model_version", "reason", "status", "progress", "batch", "created_by", "created_at", "finished_at"]
     list_filter = ["status", "reason", "model_version", "created_at"]
     list_select_related = ["model_version", "batch", "created_by"]
@@ -70,7 +45,7 @@ class PredictionJobAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Prediction)
-class PredictionAdmin(ReadOnlyAdmin):
+class PredictionAdmin(PipelineRecordAdmin):
     list_display = ["image", "model_version", "label", "confidence_percent", "margin", "job", "created_at"]
     list_filter = ["model_version", "label"]
     list_select_related = ["image", "model_version", "label", "job__model_version"]
@@ -86,7 +61,7 @@ class PredictionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PredictionFailure)
-class PredictionFailureAdmin(ReadOnlyAdmin):
+class PredictionFailureAdmin(PipelineRecordAdmin):
     list_display = ["image", "model_version", "message", "job", "created_at"]
     list_filter = ["model_version"]
     list_select_related = ["image", "model_version", "job__model_version"]

@@ -20,16 +20,18 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from predictions import charts
+from predictions.admin.image_actions import job_link
+from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.forms import ModelVersionAddForm, TrainingForm
-from predictions.models import Label, ModelVersion, Prediction, PredictionJob, TrainingJob
+from predictions.models import Label, ModelVersion, Prediction, TrainingJob
 from predictions.selectors.metrics import (
     reviewed_label_counts,
     training_metrics_summary,
     version_metrics,
     versions_compare,
 )
+from predictions.selectors.versions import model_version_active
 from predictions.services.model_versions import (
-    images_repredict,
     model_version_activate,
     model_version_predict_missing,
     model_version_register,
@@ -38,15 +40,6 @@ from predictions.services.model_versions import (
 from predictions.services.training import training_job_create
 
 COMPARE_PAGE_SIZE = 50
-
-
-def _job_link(job: PredictionJob) -> str:
-    return format_html(
-        '<a href="{}">prediction job #{}</a> ({} images)',
-        reverse("admin:predictions_predictionjob_change", args=[job.pk]),
-        job.pk,
-        job.total,
-    )
 
 
 def _error(modeladmin, request, exc: ValidationError) -> None:
@@ -83,7 +76,7 @@ def activate(modeladmin, request, queryset):
     else:
         modeladmin.message_user(
             request,
-            format_html("{} is active; the images it has not predicted yet are queued: {}.", version, _job_link(job)),
+            format_html("{} is active; the images it has not predicted yet are queued: {}.", version, job_link(job)),
             messages.SUCCESS,
         )
 
@@ -99,7 +92,7 @@ def predict_missing_images(modeladmin, request, queryset):
         if job is None:
             modeladmin.message_user(request, f"{version}: every image already has a prediction (or a recorded failure).")
         else:
-            modeladmin.message_user(request, format_html("{}: queued {}.", version, _job_link(job)), messages.SUCCESS)
+            modeladmin.message_user(request, format_html("{}: queued {}.", version, job_link(job)), messages.SUCCESS)
 
 
 @admin.action(description="Compare two versions", permissions=["change"])
@@ -130,36 +123,6 @@ def validate_again(modeladmin, request, queryset):
             _error(modeladmin, request, exc)
         else:
             modeladmin.message_user(request, f"{version}: validation queued.")
-
-
-# --- actions for other apps' admins (images.admin wires them in) -------------------
-
-
-def _repredict(modeladmin, request, image_ids) -> None:
-    try:
-        job = images_repredict(image_ids=image_ids, user=request.user)
-    except ValidationError as exc:
-        _error(modeladmin, request, exc)
-        return
-    if job is None:
-        modeladmin.message_user(request, "Nothing to do: the active version has predicted all of them already.")
-    else:
-        modeladmin.message_user(request, format_html("Queued {}.", _job_link(job)), messages.SUCCESS)
-
-
-# Both image admins define has_retry_permission (whoever may upload may ask for predictions).
-@admin.action(description="Predict with the active model version", permissions=["retry"])
-def repredict_images(modeladmin, request, queryset):
-    """ImageAdmin action: the selected images that the active version has not predicted yet."""
-    _repredict(modeladmin, request, list(queryset.values_list("pk", flat=True)))
-
-
-@admin.action(description="Predict again with the active version", permissions=["retry"])
-def repredict_batches(modeladmin, request, queryset):
-    """UploadBatchAdmin action: the images of the selected batches."""
-    from images.models import Image
-
-    _repredict(modeladmin, request, list(Image.objects.filter(batch__in=queryset).values_list("pk", flat=True)))
 
 
 # --- admins --------------------------------------------------------------------------
@@ -271,7 +234,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return format_html_join(", ", "{}", ((name,) for name in version.class_names)) or "-"
 
     def changelist_view(self, request, extra_context=None):
-        active = ModelVersion.objects.filter(is_active=True).first()
+        active = model_version_active()
         return super().changelist_view(request, extra_context={"active_version": active, **(extra_context or {})})
 
     # --- add: upload or choose a checkpoint; the service registers and queues validation
@@ -387,7 +350,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(admin.ModelAdmin):
+class TrainingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Started from the model version changelist, with its base version."""
+
     list_display = [
         "__str__", "base_version", "status", "progress", "sample_count", "result",
         "created_by", "created_at", "finished_at",
@@ -399,12 +364,6 @@ class TrainingJobAdmin(admin.ModelAdmin):
         "last_epoch", "created_by", "created_at", "started_at", "finished_at",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False  # started from the model version changelist, with its base version
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="epochs")
     def progress(self, job: TrainingJob) -> str:

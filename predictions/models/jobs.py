@@ -36,7 +36,7 @@ class PredictionJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # Last sign of life: queued, a chunk recorded, or its lost chunks queued again
-    # (predictions.services.jobs.predictions_sweep looks for jobs without one).
+    # (predictions.services.sweep.predictions_sweep looks for jobs without one).
     progressed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import ModelVersion, Prediction, PredictionFailure, Review
+from predictions.selectors.versions import model_version_active
 
 
 def start_of_today() -> datetime:
@@ -45,7 +46,7 @@ class ReviewDashboard:
 
 
 def review_dashboard() -> ReviewDashboard:
-    version = ModelVersion.objects.filter(is_active=True).first()
+    version = model_version_active()
     images = Image.objects.count()
     reviewed = Image.objects.filter(final_label__isnull=False).count()
     predicted = failed = waiting = 0

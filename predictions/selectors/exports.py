@@ -7,21 +7,13 @@ FilteredRelation on the unique image+version pair), the latest live review's
 label are joined in by the values() the export reads.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from django.core.files.storage import Storage
 from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
 from images.models import Image
 from predictions.models import ExportJob, ModelVersion, Review
-
-
-def export_model_version(*, model_version_id: int | None = None) -> ModelVersion | None:
-    """The version an export reports predictions of: the given one, else the active one."""
-    versions = ModelVersion.objects.all()
-    if model_version_id is not None:
-        return versions.filter(pk=model_version_id).first()
-    return versions.filter(is_active=True).first()
 
 
 def image_export_queryset(*, queryset: QuerySet[Image], model_version: ModelVersion | None) -> QuerySet[Image]:
@@ -80,14 +72,3 @@ def training_set_rows(
     )
     for name, label in reviewed.iterator(chunk_size=chunk_size):
         yield storage_training_path(storage=storage, name=name), label
-
-
-def chunked(ids: Iterable[int], size: int) -> Iterator[list[int]]:
-    chunk: list[int] = []
-    for pk in ids:
-        chunk.append(pk)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

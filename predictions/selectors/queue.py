@@ -12,9 +12,15 @@ Reviewed rows stay in those indexes, and the uncertainty queue reviews its
 head first, so a plain scan would step over every reviewed row before the
 first open one (0.4 s at 30k reviewed on SQLite). review_queue_start()
 remembers where the open part of each queue begins.
+
+The audit order is the one order whose draws feed a statistic: auto-accept's
+bound (predictions.services.auto_accept) needs each open image of the version
+equally likely at every draw, so it ignores the other filters and draws with
+review_queue_sample_ids(), not from a random start.
 """
 
 import hashlib
+import random
 import time
 from collections.abc import Collection
 from dataclasses import astuple, dataclass
@@ -26,7 +32,7 @@ from django.db import models
 from django.db.models import Max, Min, Q, QuerySet
 from django.utils import timezone
 
-from predictions.models import Label, ModelVersion, Prediction
+from predictions.models import Label, ModelVersion, Prediction, Review
 
 # Keys the review screen keeps for its own commands (skip, undo, help).
 RESERVED_KEYS = frozenset({"s", "z", "?"})
@@ -37,6 +43,7 @@ class QueueOrder(models.TextChoices):
     CONFIDENCE = "confidence", "Most confident first"
     UPLOAD = "upload", "Oldest upload first"
     RANDOM = "random", "Random"
+    AUDIT = "audit", "Audit (random)"
 
 
 @dataclass(frozen=True)
@@ -49,17 +56,13 @@ class QueueFilters:
     label_id: int | None = None
     confidence_min: float | None = None
     confidence_max: float | None = None
-
-
-def queue_model_version(*, filters: QueueFilters) -> ModelVersion | None:
-    """The version whose predictions the queue shows: the chosen one, else the active one."""
-    versions = ModelVersion.objects.all()
-    if filters.model_version_id is not None:
-        return versions.filter(pk=filters.model_version_id).first()
-    return versions.filter(is_active=True).first()
+    # Auto-accepted images have a label and so are out of the queue; this puts them back to re-review.
+    include_auto: bool = False
 
 
 def _order_by(order: str) -> tuple[str, ...]:
+    if order == QueueOrder.AUDIT:
+        return ("id",)  # draws are made by review_queue_sample_ids; this only makes listings stable
     if order == QueueOrder.CONFIDENCE:
         return ("-confidence", "-id")
     if order == QueueOrder.UPLOAD:
@@ -79,9 +82,25 @@ _START_KEYS = {
 _START_GENERATION_KEY = "review-queue-start-generation"
 
 
+def queue_open_image_q(*, filters: QueueFilters, prefix: str = "") -> Q:
+    """Which images a queue may serve: no current label, or (when asked) an auto-accepted one."""
+    open_images = Q(**{f"{prefix}final_label__isnull": True})
+    if filters.include_auto and filters.order != QueueOrder.AUDIT:
+        open_images |= Q(**{f"{prefix}label_source": Review.Source.AUTO})
+    return open_images
+
+
 def _open_predictions(*, filters: QueueFilters, model_version: ModelVersion) -> QuerySet[Prediction]:
-    """The version's predictions whose image has no live review, with the chosen filters."""
-    predictions = Prediction.objects.filter(model_version=model_version, image__final_label__isnull=True)
+    """The version's predictions whose image has no live review, with the chosen filters.
+
+    The audit order takes none of the filters: its reviews must be a uniform sample of
+    every open image of the version, the population an auto-accept run accepts from.
+    """
+    predictions = Prediction.objects.filter(
+        queue_open_image_q(filters=filters, prefix="image__"), model_version=model_version
+    )
+    if filters.order == QueueOrder.AUDIT:
+        return predictions
     if filters.batch_id is not None:
         predictions = predictions.filter(image__batch_id=filters.batch_id)
     if filters.label_id is not None:
@@ -189,6 +208,46 @@ def review_queue_head(
     if len(head) < limit:
         head += list(queue.filter(margin__lt=random_start)[: limit - len(head)])
     return head
+
+
+# Random ids tried per query by the audit draw, and rounds before it reads the queue's ids instead.
+SAMPLE_DRAWS = 256
+SAMPLE_ROUNDS = 2
+
+
+def review_queue_sample_ids(
+    queue: QuerySet[Prediction], *, limit: int, rng: random.Random | None = None
+) -> list[int]:
+    """Up to `limit` prediction ids of `queue` drawn uniformly at random, without replacement.
+
+    Every row of the queue is equally likely (the random order's random start is
+    not: a row after a wide gap in margins comes up more often). Method: rejection
+    sampling over the Prediction id range. Ids are drawn uniformly from [min id,
+    max id] and kept, in the order drawn, when they are rows of the queue and not
+    kept yet; whatever the rows kept so far, the next one kept is uniform over the
+    others, since every remaining row is hit with the same chance. A round of
+    draws is one indexed primary-key query. When the queue is a small share of the
+    id range (other versions' rows, mostly reviewed), SAMPLE_ROUNDS rounds may not
+    find enough; the rest is then picked uniformly from the queue's ids, read in
+    full. The switch depends only on how many draws missed, never on which rows
+    were kept, so each pick is still uniform over the rows not yet picked.
+    """
+    rng = rng or random
+    if limit < 1:
+        return []
+    ids = queue.order_by().values_list("pk", flat=True)
+    chosen: list[int] = []
+    bounds = Prediction.objects.aggregate(low=Min("pk"), high=Max("pk"))
+    for _round in range(SAMPLE_ROUNDS if bounds["low"] is not None else 0):
+        draws = [rng.randint(bounds["low"], bounds["high"]) for _ in range(SAMPLE_DRAWS)]
+        found = set(ids.filter(pk__in=set(draws)))
+        for pk in draws:
+            if pk in found and pk not in chosen:
+                chosen.append(pk)
+                if len(chosen) == limit:
+                    return chosen
+    rest = sorted(set(ids) - set(chosen))
+    return chosen + rng.sample(rest, min(limit - len(chosen), len(rest)))
 
 
 def review_queue_size_estimate(*, queue: QuerySet[Prediction], cap: int = 500) -> tuple[int, bool]:

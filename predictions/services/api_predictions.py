@@ -17,7 +17,9 @@ from django.conf import settings
 from django.db import transaction
 
 from images.models import UploadBatch
-from predictions.models import Label, ModelVersion, Prediction, PredictionFailure
+from images.services import upload_files
+from predictions.models import ModelVersion, Prediction, PredictionFailure
+from predictions.services.prediction_rows import prediction_rows_build
 
 if TYPE_CHECKING:
     import ml.predictor
@@ -76,28 +78,18 @@ def uploads_store(
     prediction job the upload queues once it commits finds them predicted and
     has nothing to do. A prediction that already exists is kept.
     """
-    from images.services import upload_files
-
     predicted = [(file, outcome) for file, outcome in zip(files, result.outcomes) if outcome.prediction is not None]
     batch = upload_files(files=[file for file, _ in predicted], user=user, source=UploadBatch.Source.API)
     _match_report(predicted, batch.report)
 
     # The same image sent twice is one stored image with one prediction.
     stored = list({outcome.image_id: outcome for _, outcome in predicted if outcome.image_id is not None}.values())
-    labels = _labels_by_name(model_version.class_names)
     Prediction.objects.bulk_create(
-        [
-            Prediction(
-                image_id=outcome.image_id,
-                model_version=model_version,
-                label=labels[outcome.prediction.label],
-                confidence=float(outcome.prediction.confidence),
-                margin=float(outcome.prediction.margin),
-                probabilities=[round(float(p), 6) for p in outcome.prediction.probabilities],
-                inference_ms=result.inference_ms,
-            )
-            for outcome in stored
-        ],
+        prediction_rows_build(
+            model_version=model_version,
+            results={outcome.image_id: outcome.prediction for outcome in stored},
+            inference_ms=result.inference_ms,
+        ),
         ignore_conflicts=True,
     )
     PredictionFailure.objects.filter(
@@ -121,10 +113,3 @@ def _match_report(predicted: list[tuple[tuple[str, IO[bytes]], FileOutcome]], re
                 cursor = position + 1
                 break
 
-
-def _labels_by_name(class_names: Sequence[str]) -> dict[str, Label]:
-    labels = {label.name: label for label in Label.objects.filter(name__in=class_names)}
-    for order, name in enumerate(class_names):
-        if name not in labels:
-            labels[name], _created = Label.objects.get_or_create(name=name, defaults={"order": order})
-    return labels

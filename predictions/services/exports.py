@@ -26,7 +26,9 @@ from django_q.tasks import async_task
 from images.models import Image
 from predictions.models import ExportJob
 from predictions.resources import EXPORT_RESOURCES, ImageLabelResource
-from predictions.selectors.exports import chunked, export_job_images, export_model_version
+from predictions.selectors.exports import export_job_images
+from predictions.selectors.versions import model_version_active_id, model_version_or_active
+from reviewtool.batching import id_chunks
 
 EXPORTS_FOLDER = "exports"
 LABELS_CSV = "labels_csv"
@@ -69,7 +71,7 @@ def labels_csv_export_start(
     """
     if resource_key not in EXPORT_RESOURCES:
         raise ValueError(f"Unknown export resource {resource_key!r}.")
-    version = export_model_version()
+    version_id = model_version_active_id()
     return export_job_start(
         kind=LABELS_CSV,
         image_ids=image_ids,
@@ -78,7 +80,7 @@ def labels_csv_export_start(
             "resource": resource_key,
             "fields": list(fields or []),
             "base_url": base_url,
-            "model_version_id": version.pk if version else None,
+            "model_version_id": version_id,
         },
     )
 
@@ -135,7 +137,7 @@ def labels_csv_write(*, job_id: int) -> None:
         version_id = params.get("model_version_id")
         resource = EXPORT_RESOURCES[params.get("resource", ImageLabelResource.export_key)](
             base_url=params.get("base_url", ""),
-            model_version=export_model_version(model_version_id=version_id) if version_id else None,
+            model_version=model_version_or_active(version_id=version_id) if version_id else None,
         )
         selected = params.get("fields") or None
         row = resource.export_row_function(selected)
@@ -144,7 +146,7 @@ def labels_csv_write(*, job_id: int) -> None:
             writer = csv.writer(text)
             writer.writerow(resource.get_export_headers(selected_fields=selected))
             done = 0
-            for chunk in chunked(export_job_images(job=job), EXPORT_CHUNK_SIZE):
+            for chunk in id_chunks(export_job_images(job=job), EXPORT_CHUNK_SIZE):
                 # In the chunk's (the changelist's) order, not the table's.
                 rows = resource.filter_export(Image.objects.filter(pk__in=chunk).order_by())
                 values_by_id = {values["id"]: values for values in rows}
@@ -188,7 +190,7 @@ def training_zip_write(*, job_id: int) -> None:
                 index_writer = csv.writer(index)
                 index_writer.writerow(["path", "label"])
                 done = 0
-                for chunk in chunked(export_job_images(job=job), EXPORT_CHUNK_SIZE):
+                for chunk in id_chunks(export_job_images(job=job), EXPORT_CHUNK_SIZE):
                     reviewed = (
                         Image.objects.filter(pk__in=chunk, final_label__isnull=False)
                         .select_related("final_label")

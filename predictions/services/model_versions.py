@@ -12,35 +12,22 @@ runs in the cluster (or in the ``register_model`` command), never in the web pro
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django_q.tasks import async_task
 
-from predictions.models import Label, ModelVersion, PredictionJob
+from predictions.checkpoint_metadata import METADATA_FIELDS, version_fields_from_metadata, version_metadata
+from predictions.models import ModelVersion, PredictionJob
+from predictions.selectors.versions import model_version_active
 from predictions.services import jobs
+from predictions.services.labels import labels_ensure
 
 logger = logging.getLogger(__name__)
-
-LABEL_KEYS = "123456789"
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities as None: PostgreSQL's jsonb refuses them (a run without validation data records NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def weights_dir() -> Path:
@@ -140,17 +127,6 @@ def _validation_queue(version: ModelVersion) -> None:
     )
 
 
-def model_version_overrides(version: ModelVersion) -> dict:
-    """The metadata the user gave; blank values let the checkpoint's own metadata through."""
-    return {
-        "arch": version.arch or None,
-        "class_names": list(version.class_names) or None,
-        "input_size": version.input_size or None,
-        "mean": list(version.mean) or None,
-        "std": list(version.std) or None,
-    }
-
-
 def _checkpoint_check(version: ModelVersion):
     """Load the checkpoint as the predictor would and run one forward pass; CheckpointError if unusable."""
     import torch
@@ -159,7 +135,7 @@ def _checkpoint_check(version: ModelVersion):
 
     try:
         with version.checkpoint.open("rb") as handle:
-            loaded = load_checkpoint(handle, overrides=model_version_overrides(version))
+            loaded = load_checkpoint(handle, overrides=version_metadata(version))
     except (FileNotFoundError, OSError) as exc:
         raise CheckpointError(f"the checkpoint file cannot be read ({exc.__class__.__name__}: {exc})") from exc
     size = loaded.metadata.input_size
@@ -193,44 +169,15 @@ def model_version_validate(*, version_id: int) -> ModelVersion:
         return version
 
     with transaction.atomic():
-        version.arch = metadata.arch
-        version.class_names = list(metadata.class_names)
-        version.input_size = metadata.input_size
-        version.mean = list(metadata.mean)
-        version.std = list(metadata.std)
-        version.metrics = version.metrics or json_safe(dict(metadata.metrics))
+        # The row's own metrics were passed as overrides, so they win over the file's here.
+        for field, value in version_fields_from_metadata(metadata).items():
+            setattr(version, field, value)
         version.validation_status = ModelVersion.Validation.VALID
         version.validation_error = ""
-        version.save(
-            update_fields=[
-                "arch", "class_names", "input_size", "mean", "std", "metrics",
-                "validation_status", "validation_error",
-            ]
-        )
-        labels_ensure(class_names=version.class_names)
+        version.save(update_fields=[*METADATA_FIELDS, "validation_status", "validation_error"])
+        labels_ensure(names=version.class_names)
     logger.info("Model version %s is valid: %s, %d classes", version.pk, version.arch, len(version.class_names))
     return version
-
-
-def labels_ensure(*, class_names: Sequence[str]) -> list[Label]:
-    """The Labels named like the classes; missing ones are added at the end of the taxonomy with a free key."""
-    existing = {label.name: label for label in Label.objects.filter(name__in=class_names)}
-    top = Label.objects.aggregate(top=Max("order"))["top"]
-    next_order = 0 if top is None else top + 1
-    used_keys = set(Label.objects.exclude(key="").values_list("key", flat=True))
-    free_keys = [key for key in LABEL_KEYS if key not in used_keys]
-    labels = []
-    for name in class_names:
-        label = existing.get(name)
-        if label is None:
-            label, created = Label.objects.get_or_create(
-                name=name, defaults={"order": next_order, "key": free_keys[0] if free_keys else ""}
-            )
-            if created:
-                next_order += 1
-                free_keys = free_keys[1:]
-        labels.append(label)
-    return labels
 
 
 def model_version_activate(*, version: ModelVersion, user, predict_missing: bool = True) -> PredictionJob | None:
@@ -277,7 +224,7 @@ def images_repredict(*, image_ids: Sequence[int], user) -> PredictionJob | None:
     A prediction is deterministic for a version and an image, so images the active
     version has predicted already are not run again.
     """
-    if jobs.active_model_version() is None:
+    if model_version_active() is None:
         raise ValidationError("There is no active, valid model version to predict with.")
     return jobs.enqueue_predictions(image_ids=image_ids, reason="repredict", user=user)
 

@@ -2,8 +2,9 @@
 decision adds a row, and the image's denormalised current label follows the
 latest decision that is not undone."""
 
+import math
 import random
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 
@@ -14,15 +15,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from images.models import Image
-from predictions.models import Label, ModelVersion, Prediction, Review
+from predictions.models import Label, LabelOperation, ModelVersion, Prediction, Review
 from predictions.selectors.queue import (
     QueueFilters,
     QueueOrder,
-    queue_model_version,
+    queue_open_image_q,
     review_queue,
     review_queue_head,
+    review_queue_sample_ids,
     review_queue_starts_invalidate,
 )
+from predictions.selectors.versions import model_version_active, model_version_or_active
+from predictions.services.operations import LabelDecision, OperationResult, label_operation_apply
 
 
 def image_review_state_refresh(*, image: Image) -> None:
@@ -33,6 +37,7 @@ def image_review_state_refresh(*, image: Image) -> None:
         final_label=latest.label_id if latest else None,
         reviewed_by=latest.reviewer_id if latest else None,
         reviewed_at=latest.created_at if latest else None,
+        label_source=latest.source if latest else "",
         review_count=live.count(),
     )
 
@@ -46,8 +51,16 @@ def review_submit(
     prediction: Prediction | None = None,
     source: str = Review.Source.SCREEN,
     seconds_spent: float | None = None,
+    queue_order: str = "",
 ) -> Review:
-    """Record one decision and make it the image's current label."""
+    """Record one decision and make it the image's current label.
+
+    `queue_order`: the review screen's order that served the image ("audit" puts
+    the review in auto-accept's random sample).
+    """
+    if seconds_spent is not None and not math.isfinite(seconds_spent):
+        # float("inf") parses from a request; it would skew every time statistic.
+        raise ValidationError(f"The time spent must be a finite number of seconds, not {seconds_spent}.")
     review = Review.objects.create(
         image=image,
         reviewer=reviewer,
@@ -56,11 +69,13 @@ def review_submit(
         agreed=None if prediction is None else prediction.label_id == label.pk,
         source=source,
         seconds_spent=seconds_spent,
+        queue_order=queue_order,
     )
     Image.objects.filter(pk=image.pk).update(
         final_label=label,
         reviewed_by=reviewer,
         reviewed_at=review.created_at,
+        label_source=source,
         review_count=Review.objects.filter(image=image, undone_at__isnull=True).count(),
         claimed_by=None,
         claimed_until=None,
@@ -112,7 +127,7 @@ def review_claim_next(
     """
     now = now or timezone.now()
     until = now + timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
-    model_version = queue_model_version(filters=filters)
+    model_version = model_version_or_active(version_id=filters.model_version_id)
     if model_version is None or count < 1:
         return []
     lock_rows = connection.features.has_select_for_update_skip_locked
@@ -134,15 +149,21 @@ def review_claim_next(
                     exclude_image_ids=avoid | {p.image_id for p in claimed},
                     now=now,
                 )
+                # The audit draw reads ids only; the rows it picked are then locked like any other.
+                picked = review_queue_sample_ids(queue, limit=wanted) if filters.order == QueueOrder.AUDIT else None
                 if lock_rows:
                     queue = queue.select_for_update(skip_locked=True, of=("image",))
-                random_start = random.random() if filters.order == QueueOrder.RANDOM else None
-                candidates = review_queue_head(queue, limit=wanted, random_start=random_start)
+                if picked is not None:
+                    rows = queue.in_bulk(picked)
+                    candidates = [rows[pk] for pk in picked if pk in rows]
+                else:
+                    random_start = random.random() if filters.order == QueueOrder.RANDOM else None
+                    candidates = review_queue_head(queue, limit=wanted, random_start=random_start)
                 if not candidates:
                     break
                 for prediction in candidates:
                     won = (
-                        Image.objects.filter(pk=prediction.image_id, final_label__isnull=True)
+                        Image.objects.filter(queue_open_image_q(filters=filters), pk=prediction.image_id)
                         .filter(_claim_free_q(reviewer=reviewer, now=now))
                         .update(claimed_by=reviewer, claimed_until=until)
                     )
@@ -170,13 +191,17 @@ def review_decide(
     prediction_id: int | None = None,
     model_version: ModelVersion | None = None,
     seconds_spent: float | None = None,
+    queue_order: str = "",
+    include_auto: bool = False,
 ) -> Review:
     """A decision from the review screen: a label, or (label_id None) the model's label confirmed.
 
     The prediction shown is the given one, else the image's prediction from
     `model_version`. Refused with ReviewConflict when the image already has a
     live review or another reviewer holds it, so a decision made after one's
-    claim ran out never silently replaces someone else's.
+    claim ran out never silently replaces someone else's. With `include_auto`
+    (the queue's "Include auto-accepted" filter) an auto-accepted label is not
+    such a review: the decision supersedes it.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -201,7 +226,8 @@ def review_decide(
             label = Label.objects.filter(pk=label_id).first()
             if label is None:
                 raise ValidationError(f"Label {label_id} does not exist.")
-        if image.final_label_id is not None:
+        reopened = include_auto and image.label_source == Review.Source.AUTO
+        if image.final_label_id is not None and not reopened:
             raise ReviewConflict(f"{image} was already reviewed.")
         if image.claimed_by_id not in (None, reviewer.pk) and image.claimed_until and image.claimed_until >= now:
             raise ReviewConflict(f"{image} is being reviewed by someone else.")
@@ -212,6 +238,7 @@ def review_decide(
             prediction=prediction,
             source=Review.Source.SCREEN,
             seconds_spent=seconds_spent,
+            queue_order=queue_order,
         )
 
 
@@ -237,50 +264,66 @@ def review_undo_last(*, reviewer, review_id: int | None = None) -> Review | None
     return review
 
 
-def _predictions_by_image(*, images: Iterable[Image], model_version: ModelVersion | None) -> dict[int, Prediction]:
+# --- grid actions: a selection of images labelled at once, as one undoable operation --------
+
+
+def _shown_predictions(*, image_ids: Collection[int], model_version: ModelVersion | None) -> dict[int, tuple[int, int]]:
+    """image id -> (prediction id, predicted label id) of ``model_version``'s predictions of these images."""
     if model_version is None:
         return {}
-    predictions = Prediction.objects.filter(
-        model_version=model_version, image_id__in=[image.pk for image in images]
-    ).select_related("label")
-    return {prediction.image_id: prediction for prediction in predictions}
+    rows = Prediction.objects.filter(model_version=model_version, image_id__in=list(image_ids)).values_list(
+        "image_id", "pk", "label_id"
+    )
+    return {image_id: (prediction_id, label_id) for image_id, prediction_id, label_id in rows}
 
 
-@transaction.atomic
-def reviews_set_label(
-    *, images: Iterable[Image], label: Label, reviewer, model_version: ModelVersion | None = None
-) -> int:
-    """Label many images at once (the changelist's "Set label…"); each gets a Review row.
+def reviews_grid_set_label(
+    *, image_ids: Collection[int], label: Label, user, overwrite_reviewed: bool = False
+) -> OperationResult:
+    """The image changelist's "Set label…": one operation, under operations' rule (unreviewed images only
+    unless a Lead chose ``overwrite_reviewed``).
 
     The active version's prediction is recorded as the one shown, so the
     agreement rate counts grid decisions too.
     """
-    images = list(images)
-    model_version = model_version or ModelVersion.objects.filter(is_active=True).first()
-    shown = _predictions_by_image(images=images, model_version=model_version)
-    for image in images:
-        review_submit(
-            image=image, reviewer=reviewer, label=label, prediction=shown.get(image.pk), source=Review.Source.GRID
+    shown = _shown_predictions(image_ids=image_ids, model_version=model_version_active())
+    decisions = [
+        LabelDecision(
+            image_id=image_id,
+            label_id=label.pk,
+            prediction_id=shown[image_id][0] if image_id in shown else None,
+            predicted_label_id=shown[image_id][1] if image_id in shown else None,
         )
-    return len(images)
+        for image_id in image_ids
+    ]
+    return label_operation_apply(
+        kind=LabelOperation.Kind.GRID_SET,
+        decisions=decisions,
+        user=user,
+        source=Review.Source.GRID,
+        description=f"Set label “{label}” on {len(decisions)} selected image(s)",
+        params={"label": label.name, "overwrite_reviewed": overwrite_reviewed},
+        overwrite_reviewed=overwrite_reviewed,
+    )
 
 
-@transaction.atomic
-def reviews_confirm_predictions(
-    *, images: Iterable[Image], reviewer, model_version: ModelVersion | None = None
-) -> tuple[int, int]:
-    """Accept the model's label for each image that has a prediction: (confirmed, without a prediction)."""
-    images = list(images)
-    model_version = model_version or ModelVersion.objects.filter(is_active=True).first()
-    predictions = _predictions_by_image(images=images, model_version=model_version)
-    for image in images:
-        prediction = predictions.get(image.pk)
-        if prediction is not None:
-            review_submit(
-                image=image,
-                reviewer=reviewer,
-                label=prediction.label,
-                prediction=prediction,
-                source=Review.Source.GRID,
-            )
-    return len(predictions), len(images) - len(predictions)
+def reviews_grid_confirm(
+    *, image_ids: Collection[int], user, model_version: ModelVersion, overwrite_reviewed: bool = False
+) -> tuple[OperationResult, int]:
+    """The image changelist's "Confirm predictions": ``model_version``'s label for each image it predicted,
+    as one operation; (the result, how many images had no prediction from it)."""
+    shown = _shown_predictions(image_ids=image_ids, model_version=model_version)
+    decisions = [
+        LabelDecision(image_id=image_id, label_id=label_id, prediction_id=prediction_id, predicted_label_id=label_id)
+        for image_id, (prediction_id, label_id) in shown.items()
+    ]
+    result = label_operation_apply(
+        kind=LabelOperation.Kind.GRID_CONFIRM,
+        decisions=decisions,
+        user=user,
+        source=Review.Source.GRID,
+        description=f"Confirm the predictions of {model_version} on {len(decisions)} selected image(s)",
+        params={"model_version": model_version.pk, "overwrite_reviewed": overwrite_reviewed},
+        overwrite_reviewed=overwrite_reviewed,
+    )
+    return result, len(image_ids) - len(decisions)

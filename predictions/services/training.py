@@ -21,9 +21,10 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from images.models import Image
+from predictions.checkpoint_metadata import json_safe, version_fields_from_metadata, version_metadata
 from predictions.models import ModelVersion, TrainingJob
 from predictions.selectors.metrics import reviewed_label_counts
-from predictions.services.model_versions import json_safe, model_version_validate
+from predictions.services.model_versions import model_version_validate
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +103,7 @@ def training_run(*, job_id: int) -> int | None:
 
 def _train(job: TrainingJob) -> ModelVersion:
     from ml.checkpoints import load_checkpoint, save_checkpoint
-    from ml.preprocess import Preprocessing
     from ml.train import train_from_samples
-
-    from predictions.inference import checkpoint_overrides
 
     base = job.base_version
     if base is None:
@@ -125,18 +123,18 @@ def _train(job: TrainingJob) -> ModelVersion:
 
     # Fine-tuning: the base's weights, classes and preprocessing are the starting point.
     with base.checkpoint.open("rb") as checkpoint:
-        base_model = load_checkpoint(checkpoint, overrides=checkpoint_overrides(base)).model
+        base_checkpoint = load_checkpoint(checkpoint, overrides=version_metadata(base))
     model, history, metadata = train_from_samples(
         samples,
         class_names=class_names,
-        arch=base.arch,
-        preprocessing=Preprocessing(input_size=base.input_size, mean=tuple(base.mean), std=tuple(base.std)),
+        arch=base_checkpoint.metadata.arch,
+        preprocessing=base_checkpoint.metadata.preprocessing,
         epochs=job.epochs,
         lr=job.learning_rate,
         device=settings.INFERENCE_DEVICE,
         on_epoch=on_epoch,
         progress=False,
-        initial_state=base_model.state_dict(),
+        initial_state=base_checkpoint.model.state_dict(),
     )
     skipped = reviewed_label_counts(class_names=class_names).other
     metadata.metrics = {
@@ -151,12 +149,7 @@ def _train(job: TrainingJob) -> ModelVersion:
     name = _result_name(base, job)
     version = ModelVersion(
         name=name,
-        arch=metadata.arch,
-        class_names=list(metadata.class_names),
-        input_size=metadata.input_size,
-        mean=list(metadata.mean),
-        std=list(metadata.std),
-        metrics=json_safe(metadata.metrics),
+        **version_fields_from_metadata(metadata),
         notes=(
             f"Trained by training job {job.pk} from {len(samples)} reviewed images, base {base.name}; "
             f"{skipped} reviewed images with labels outside its classes were left out."

@@ -228,13 +228,13 @@ def test_reviewer_can_view_but_not_delete_images(images, client_for, reviewer, l
 
 
 def test_retry_failed_predictions_of_selected_images(
-    images, client_for, uploader, active_model_version, django_capture_on_commit_callbacks
+    images, client_for, lead, active_model_version, django_capture_on_commit_callbacks
 ):
     failed, fine = images(2)
     PredictionFailure.objects.create(image=failed, model_version=active_model_version, message="worker died")
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_for(uploader).post(
+        response = client_for(lead).post(
             CHANGELIST, {"action": "retry_image_predictions", "_selected_action": [failed.pk, fine.pk]}
         )
     assert response.status_code == 302
@@ -242,10 +242,14 @@ def test_retry_failed_predictions_of_selected_images(
     assert Prediction.objects.filter(image=failed, model_version=active_model_version).exists()
 
 
-def test_reviewers_have_no_retry_action(images, client_for, reviewer):
+def test_only_leads_queue_predictions_from_the_list(images, client_for, uploader, reviewer, lead):
+    """Retrying and predicting again queue a prediction job (predictions.add_predictionjob: Leads)."""
     images(1)
-    actions = [name for name, _ in client_for(reviewer).get(CHANGELIST).context["action_form"].fields["action"].choices]
-    assert "retry_image_predictions" not in actions
+    for user, offered in ((uploader, False), (reviewer, False), (lead, True)):
+        action_form = client_for(user).get(CHANGELIST).context["action_form"]  # None: no action at all
+        actions = [name for name, _ in action_form.fields["action"].choices] if action_form else []
+        assert ("retry_image_predictions" in actions) == offered, user
+        assert ("repredict_images" in actions) == offered, user
 
 
 def test_changelist_add_button_is_the_upload_page(images, client_for, uploader, reviewer):

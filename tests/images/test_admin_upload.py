@@ -169,7 +169,7 @@ def test_batch_pages_show_progress_and_failed_predictions(
 
 
 def test_retry_failed_predictions_of_a_batch(
-    upload, make_image, client_for, uploader, active_model_version, django_capture_on_commit_callbacks
+    upload, make_image, client_for, uploader, lead, active_model_version, django_capture_on_commit_callbacks
 ):
     from predictions.models import Prediction
 
@@ -177,8 +177,10 @@ def test_retry_failed_predictions_of_a_batch(
     image = Image.objects.get(original_name="0.jpg")
     PredictionFailure.objects.create(image=image, model_version=active_model_version, message="worker died")
 
+    # Queueing a prediction job is for Leads; the uploader is not offered it.
+    assert b"retry_batch_predictions" not in client_for(uploader).get("/admin/images/uploadbatch/").content
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_for(uploader).post(
+        response = client_for(lead).post(
             "/admin/images/uploadbatch/",
             {"action": "retry_batch_predictions", "_selected_action": [batch.pk]},
         )

@@ -8,7 +8,7 @@ from django.urls import resolve
 
 from images import views
 from images.models import Image
-from images.services import thumbnails_create
+from images.thumbnails import thumbnails_create
 from predictions.models import ExportJob
 
 from .conftest import tiny_png

@@ -10,7 +10,8 @@ from django.core.files.storage import default_storage
 from django.test import override_settings
 
 from images.models import Image, UploadBatch
-from images.services import image_create, thumbnails_create, upload_files
+from images.services import image_create, upload_files
+from images.thumbnails import thumbnails_create
 
 from .conftest import entries_by_file, make_zip, noisy_jpeg
 
@@ -74,7 +75,7 @@ def test_good_files_are_thumbnailed_and_predicted_once_committed(
 
 
 def test_nothing_is_queued_before_commit(upload, make_image, django_capture_on_commit_callbacks):
-    with mock.patch("images.services.async_task") as async_task:
+    with mock.patch("images.thumbnails.async_task") as async_task:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             upload([("a.jpg", make_image(seed=1))])
         async_task.assert_not_called()
@@ -92,7 +93,7 @@ def test_nothing_is_queued_before_commit(upload, make_image, django_capture_on_c
 def test_with_an_active_model_the_prediction_worker_makes_the_thumbnails(
     upload, make_image, active_model_version, django_capture_on_commit_callbacks
 ):
-    with mock.patch("images.services.async_task") as thumbnail_tasks, mock.patch(
+    with mock.patch("images.thumbnails.async_task") as thumbnail_tasks, mock.patch(
         "predictions.services.jobs.async_task"
     ) as prediction_tasks:
         with django_capture_on_commit_callbacks(execute=True):
@@ -213,7 +214,7 @@ def test_concurrent_upload_of_the_same_new_file_is_a_duplicate_not_a_crash(make_
     from images import services
 
     data = make_image(seed=9)
-    real_store = services._store_content
+    real_store = services.file_store
     winner = {}
 
     def store_then_lose_the_race(name, content):
@@ -221,7 +222,7 @@ def test_concurrent_upload_of_the_same_new_file_is_a_duplicate_not_a_crash(make_
         winner["image"] = _race_winner_row(data, name + ".other.jpg" if winner_has_other_file else name)
         return stored
 
-    with mock.patch.object(services, "_store_content", side_effect=store_then_lose_the_race):
+    with mock.patch.object(services, "file_store", side_effect=store_then_lose_the_race):
         batch = upload_files(files=[("loser.jpg", io.BytesIO(data))], user=None)
 
     entry = batch.report[0]
@@ -429,7 +430,7 @@ def test_thumbnails_are_made_once_and_a_broken_file_gets_none(upload, make_image
 
 
 def test_thumbnails_set_points_only_images_without_one_and_removes_the_losers_files(upload, make_image):
-    from images.services import thumbnail_file_save, thumbnails_set
+    from images.thumbnails import thumbnail_file_save, thumbnails_set
 
     upload([(f"{name}.jpg", make_image(seed=seed)) for seed, name in enumerate(["lacking", "taken", "same"])])
     lacking, taken, same = (Image.objects.get(original_name=f"{name}.jpg") for name in ["lacking", "taken", "same"])

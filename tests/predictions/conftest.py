@@ -64,11 +64,11 @@ def stub_model_version_factory(db):
     from django.core.files.base import ContentFile
 
     from predictions.models import ModelVersion
-    from predictions.services.model_versions import labels_ensure
+    from predictions.services.labels import labels_ensure
 
     def create(name: str = "stub-v1", *, active: bool = True, class_names: list[str] | None = None) -> ModelVersion:
         class_names = class_names or list(DEMO_CLASSES)
-        labels_ensure(class_names=class_names)
+        labels_ensure(names=class_names)
         version = ModelVersion(
             name=name,
             class_names=class_names,

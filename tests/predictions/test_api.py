@@ -395,3 +395,158 @@ def test_torch_is_imported_by_the_first_prediction_not_before(tmp_path, tiny_che
     assert completed.returncode == 0, completed.stderr[-4000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result == {"statuses": [200, 200], "before": False, "post": 200, "after": True}
+
+
+# --- body and pixel limits, checked before the body is read or an image decoded ---------------
+
+
+class CountingStream:
+    """A request body as a server hands it over: counts what the application reads."""
+
+    def __init__(self, data: bytes = b"", *, endless: bool = False) -> None:
+        self.data = data
+        self.endless = endless
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.endless:
+            chunk = b"x" * (size if size is not None and size >= 0 else 1 << 20)
+        else:
+            start = self.read_bytes
+            chunk = self.data[start:] if size is None or size < 0 else self.data[start : start + size]
+        self.read_bytes += len(chunk)
+        return chunk
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+def multipart_body(named_files) -> tuple[bytes, str]:
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+    return encode_multipart(BOUNDARY, {"images": uploads(named_files)}), MULTIPART_CONTENT
+
+
+def post_raw(client, url, token, stream, **environ):
+    """A POST whose WSGI environ is exactly this (no CONTENT_LENGTH unless given)."""
+    return client.generic(
+        "POST", url, headers={"Authorization": f"Bearer {token}"}, **{"wsgi.input": stream, **environ}
+    )
+
+
+def test_a_body_over_the_limit_is_413_from_its_content_length_without_reading_it(
+    active_model_version, reviewer, token_for, client, api_url, images
+):
+    body, content_type = multipart_body(images)
+    stream = CountingStream(body)
+
+    with override_settings(API_MAX_REQUEST_BYTES=len(body) - 1):
+        response = post_raw(
+            client, api_url, token_for(reviewer), stream, CONTENT_LENGTH=str(len(body)), CONTENT_TYPE=content_type
+        )
+        # Through the test client's own encoding too.
+        encoded = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+
+    assert response.status_code == 413
+    assert "API_MAX_REQUEST_BYTES" in response.json()["error"]
+    assert stream.read_bytes == 0
+    assert encoded.status_code == 413
+    with override_settings(API_MAX_REQUEST_BYTES=len(body)):
+        assert post_with_token(client, api_url, token_for(reviewer), uploads(images)).status_code == 200
+
+
+def test_a_gigabyte_announced_is_refused_before_a_byte_is_read(active_model_version, reviewer, token_for, client, api_url):
+    stream = CountingStream(endless=True)
+
+    response = post_raw(
+        client, api_url, token_for(reviewer), stream,
+        CONTENT_LENGTH=str(1 << 30), CONTENT_TYPE="multipart/form-data; boundary=x",
+    )  # fmt: skip
+
+    assert response.status_code == 413
+    assert stream.read_bytes == 0
+
+
+@override_settings(API_MAX_REQUEST_BYTES=100_000)
+def test_a_body_without_a_length_is_read_only_up_to_the_limit(active_model_version, reviewer, token_for, client, api_url):
+    stream = CountingStream(endless=True)
+
+    response = post_raw(
+        client, api_url, token_for(reviewer), stream,
+        CONTENT_TYPE="multipart/form-data; boundary=x", **{"wsgi.input_terminated": True},
+    )  # fmt: skip
+
+    assert response.status_code == 413
+    assert "API_MAX_REQUEST_BYTES" in response.json()["error"]
+    assert 100_000 < stream.read_bytes <= 100_000 + 1
+
+
+def test_a_chunked_body_within_the_limit_is_answered(active_model_version, reviewer, token_for, client, api_url, images):
+    """A server that ends the body itself (gunicorn sets wsgi.input_terminated) may omit CONTENT_LENGTH."""
+    expected = each_alone(active_model_version, images)
+    body, content_type = multipart_body(images)
+
+    response = post_raw(
+        client, api_url, token_for(reviewer), CountingStream(body),
+        CONTENT_TYPE=content_type, **{"wsgi.input_terminated": True},
+    )  # fmt: skip
+
+    assert response.status_code == 200, response.content
+    assert response.json()["labels"] == expected
+
+
+def test_a_body_without_a_length_on_a_server_that_cannot_end_it_is_411(
+    active_model_version, reviewer, token_for, client, api_url, images
+):
+    body, content_type = multipart_body(images)
+    stream = CountingStream(body)
+
+    response = post_raw(client, api_url, token_for(reviewer), stream, CONTENT_TYPE=content_type)
+
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["error"]
+    assert stream.read_bytes == 0
+
+
+def test_images_over_the_pixel_budget_are_413_before_any_decode(
+    active_model_version, reviewer, token_for, client, api_url, make_image, monkeypatch
+):
+    """The budget is read from the image headers: nothing is decoded and the model is not even loaded."""
+    from PIL import ImageFile
+
+    import predictions.api
+
+    sent = [(f"big-{seed}.png", make_image(seed=seed, fmt="PNG", size=(100, 80))) for seed in range(3)]
+
+    def refuse(what):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"{what} for a request over the budget")
+
+        return fail
+
+    monkeypatch.setattr(predictions.api, "_predictor", refuse("the model was loaded"))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse("pixels were decoded"))
+    with override_settings(API_MAX_PIXELS_PER_REQUEST=3 * 100 * 80 - 1):
+        response = post_with_token(client, api_url, token_for(reviewer), uploads(sent))
+
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert "API_MAX_PIXELS_PER_REQUEST" in error and "24,000 pixels" in error
+
+
+def test_images_within_the_pixel_budget_are_answered(active_model_version, reviewer, token_for, client, api_url, images):
+    with override_settings(API_MAX_PIXELS_PER_REQUEST=len(images) * 64 * 48):
+        response = post_with_token(client, api_url, token_for(reviewer), uploads(images))
+
+    assert response.status_code == 200, response.content
+
+
+def test_a_file_over_the_per_image_pixel_limit_is_left_to_its_own_error(
+    active_model_version, reviewer, token_for, client, api_url, images
+):
+    """Refused from its header, it costs no decode: it does not count against the request's budget."""
+    with override_settings(IMAGE_MAX_PIXELS=64 * 48 - 1, API_MAX_PIXELS_PER_REQUEST=64 * 48):
+        response = post_with_token(client, api_url, token_for(reviewer), uploads(images[:2]))
+
+    assert response.status_code == 422
+    assert all("MP limit" in error["error"] for error in response.json()["errors"])

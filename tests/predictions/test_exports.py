@@ -181,6 +181,15 @@ def test_escape_formula_quotes_text_that_a_spreadsheet_would_run():
     assert escape_formula(None) is None
 
 
+def test_text_starting_with_a_quote_keeps_it_through_escape_and_unescape():
+    """A spreadsheet hides one leading quote, so a quote of the text's own gets a second."""
+    for text in ("'=already quoted", "''", "'plain"):
+        assert escape_formula(text) == "'" + text
+        assert unescape_formula(escape_formula(text)) == text
+    assert unescape_formula("'=typed by hand") == "=typed by hand"
+    assert unescape_formula("'plain") == "'plain"
+
+
 def hostile_dataset(labels, prediction_factory, reviewer):
     hostile_label = Label.objects.create(name="=cmd|' /C calc'!A0", order=99)
     for number, text in enumerate(HOSTILE_TEXTS):

@@ -146,3 +146,68 @@ def test_import_needs_the_import_permission(client_for, reviewer, lead, images):
     assert preview(reviewer_client, f"sha256,label\n{images['square'].sha256},square\n").status_code == 403
     assert not Review.objects.exists()
     assert reverse(IMPORT_URL) in client_for(lead).get(changelist).content.decode()
+
+
+# --- export -> import round trip -----------------------------------------------------------
+
+# Names a spreadsheet would run (exported with a leading quote), one that starts with a
+# quote already, and a plain one.
+ROUND_TRIP_NAMES = ("=cmd|' /C calc'!A0.jpg", "+1.jpg", "-2.jpg", "@sum.jpg", "'=quoted.jpg", "plain.jpg")
+
+
+def exported_csv(client, columns: tuple[str, ...] | None) -> str:
+    """The admin's label export of every image as CSV text, with these columns (None: all)."""
+    from predictions.resources import ImageLabelResource
+
+    data = {"format": "0", "resource": "0"}
+    for field_name in ImageLabelResource().get_export_order():
+        if columns is None or field_name in columns:
+            data[f"imagelabelresource_{field_name}"] = "on"
+    response = client.post(reverse("admin:images_image_export"), data)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    return response.content.decode("utf-8")
+
+
+def label_state(image_ids):
+    from images.models import Image
+
+    fields = ("original_name", "final_label_id", "reviewed_by_id", "reviewed_at", "review_count")
+    return {values[0]: values[1:] for values in Image.objects.filter(pk__in=image_ids).values_list("pk", *fields)}
+
+
+@pytest.mark.parametrize(
+    "columns", [("original_name", "final_label"), None], ids=["by-original-name", "whole-export"]
+)
+def test_an_export_imports_back_matching_every_row_and_changing_nothing(
+    client_for, lead, reviewer, active_model_version, image_factory, columns
+):
+    """Formula-escaped names ('=cmd…) are found again, and a row whose label is the
+    image's current one (or empty: not reviewed) changes nothing."""
+    from predictions.services.reviews import review_submit
+
+    odd = Label.objects.create(name="-odd-", order=50)
+    square = Label.objects.get(name="square")
+    images = [image_factory(name=name) for name in ROUND_TRIP_NAMES]
+    for image, label in zip(images, (square, odd, square, None, odd, None)):
+        if label is not None:
+            review_submit(image=image, reviewer=reviewer, label=label)
+    before = label_state([image.pk for image in images])
+    reviews_before = Review.objects.count()
+    client = client_for(lead)
+    text = exported_csv(client, columns)
+    assert "'=cmd|" in text and "'+1.jpg" in text and "''=quoted.jpg" in text  # escaped on the way out
+
+    response = preview(client, text)  # the dry run
+
+    result = response.context["result"]
+    assert not result.has_errors() and not result.has_validation_errors(), [
+        (row.number, row.error_dict) for row in result.invalid_rows
+    ]
+    assert result.totals["skip"] == len(images)
+    assert sum(result.totals.values()) == len(images)
+
+    done = confirm(client, response)  # the apply
+
+    assert done.status_code == 302
+    assert Review.objects.count() == reviews_before
+    assert label_state([image.pk for image in images]) == before

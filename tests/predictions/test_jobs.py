@@ -107,7 +107,7 @@ def test_running_the_same_chunk_twice_writes_and_counts_nothing_new(
     image_factory, active_model_version, django_capture_on_commit_callbacks
 ):
     from predictions.models import Prediction
-    from predictions.services.jobs import predict_chunk_run
+    from predictions.services.chunks import predict_chunk_run
 
     images = [image_factory() for _ in range(3)]
     ids = [i.pk for i in images]
@@ -143,7 +143,7 @@ def test_a_corrupt_file_is_recorded_as_a_failure_and_the_rest_of_the_chunk_is_pr
     assert (job.status, job.done, job.failed) == (PredictionJob.Status.DONE, 2, 1)
 
     # The failure is counted once even when the chunk is delivered again.
-    from predictions.services.jobs import predict_chunk_run
+    from predictions.services.chunks import predict_chunk_run
 
     predict_chunk_run(job_id=job.pk, image_ids=[good[0].pk, corrupt.pk, good[1].pk])
     job.refresh_from_db()
@@ -187,10 +187,10 @@ def test_a_thumbnail_that_cannot_be_stored_does_not_fail_the_chunk(
     def storage_down(**kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("images.services.thumbnail_file_save", storage_down)
+    monkeypatch.setattr("predictions.services.chunks.thumbnail_file_save", storage_down)
     images = [image_factory(name="a.jpg"), image_factory(name="b.jpg")]
 
-    with caplog.at_level(logging.ERROR, logger="predictions.services.jobs"):
+    with caplog.at_level(logging.ERROR, logger="predictions.services.chunks"):
         job = enqueue_and_run(django_capture_on_commit_callbacks, image_ids=[i.pk for i in images], reason="upload")
 
     assert (job.status, job.done) == (PredictionJob.Status.DONE, 2)
@@ -201,14 +201,15 @@ def test_a_thumbnail_that_cannot_be_stored_does_not_fail_the_chunk(
 def test_a_chunk_whose_model_cannot_run_queues_its_images_thumbnails(
     image_factory, active_model_version, monkeypatch, queued_tasks
 ):
-    from predictions.services.jobs import enqueue_predictions, predict_chunk_run
+    from predictions.services.chunks import predict_chunk_run
+    from predictions.services.jobs import enqueue_predictions
 
     def broken_checkpoint(model_version):
         raise RuntimeError("checkpoint unreadable")
 
     monkeypatch.setattr("predictions.inference.get_predictor", broken_checkpoint)
     thumbnail_tasks = []
-    monkeypatch.setattr("images.services.async_task", lambda func, *args: thumbnail_tasks.append((func, args)))
+    monkeypatch.setattr("images.thumbnails.async_task", lambda func, *args: thumbnail_tasks.append((func, args)))
     lacking = image_factory()
     has_one = image_factory(thumbnail="thumbnails/ab/cd/made-before.jpg")
     job = enqueue_predictions(image_ids=[lacking.pk, has_one.pk], reason="upload")  # recorded, not run

@@ -11,11 +11,7 @@ from django.core.management import CommandError, call_command
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from predictions.models import Label, ModelVersion, Prediction, PredictionJob
-from predictions.services.model_versions import (
-    labels_ensure,
-    model_version_activate,
-    model_version_register,
-)
+from predictions.services.model_versions import model_version_activate, model_version_register
 from tests.conftest import DEMO_CLASSES, TINY_INPUT_SIZE
 
 
@@ -194,17 +190,6 @@ def test_activation_without_predicting(model_version_factory, image_factory, lea
     version = model_version_factory("quiet", active=False)
     assert model_version_activate(version=version, user=lead, predict_missing=False) is None
     assert PredictionJob.objects.count() == 0
-
-
-def test_labels_are_matched_by_name_and_new_ones_get_the_next_order_and_a_free_key(db):
-    Label.objects.create(name="circle", order=0, key="1")
-    Label.objects.create(name="square", order=4, key="3")
-
-    circle, hexagon, oval = labels_ensure(class_names=["circle", "hexagon", "oval"])
-
-    assert circle.key == "1" and Label.objects.filter(name="circle").count() == 1
-    assert (hexagon.order, hexagon.key) == (5, "2")
-    assert (oval.order, oval.key) == (6, "4")
 
 
 # --- the admin ------------------------------------------------------------------------

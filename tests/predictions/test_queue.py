@@ -12,15 +12,15 @@ from predictions.models import Label
 from predictions.selectors.queue import (
     QueueFilters,
     QueueOrder,
-    queue_model_version,
     review_queue,
     review_queue_size_estimate,
 )
+from predictions.selectors.versions import model_version_or_active
 from predictions.services.reviews import review_claim_next, review_claim_release, review_submit
 
 
 def queue_names(reviewer, filters: QueueFilters = QueueFilters(), **kwargs) -> list[str]:
-    version = queue_model_version(filters=filters)
+    version = model_version_or_active(version_id=filters.model_version_id)
     return [p.image.original_name for p in review_queue(reviewer=reviewer, filters=filters, model_version=version, **kwargs)]
 
 
@@ -83,7 +83,7 @@ def test_random_order_reaches_every_image(reviewer, mixed):
 
 
 def test_size_estimate_is_exact_up_to_the_cap_and_says_more_beyond(reviewer, mixed):
-    version = queue_model_version(filters=QueueFilters())
+    version = model_version_or_active(version_id=None)
     queue = review_queue(reviewer=reviewer, filters=QueueFilters(), model_version=version)
 
     assert review_queue_size_estimate(queue=queue) == (4, False)

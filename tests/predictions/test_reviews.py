@@ -27,6 +27,25 @@ def test_submit_records_who_what_and_whether_the_model_agreed(reviewer, predicti
     assert (image.final_label, image.reviewed_by, image.review_count) == (circle, reviewer, 1)
 
 
+@pytest.mark.parametrize("seconds", [float("inf"), float("-inf"), float("nan")])
+def test_a_decision_with_a_non_finite_time_is_refused(reviewer, prediction_factory, seconds):
+    """The review screen sends 'seconds' as text, and float("inf") parses."""
+    from django.core.exceptions import ValidationError
+
+    from predictions.services.reviews import review_decide
+
+    prediction = prediction_factory(label="star", confidence=0.8)
+    circle = Label.objects.get(name="circle")
+
+    with pytest.raises(ValidationError, match="finite"):
+        review_submit(image=prediction.image, reviewer=reviewer, label=circle, seconds_spent=seconds)
+    with pytest.raises(ValidationError, match="finite"):
+        review_decide(reviewer=reviewer, image_id=prediction.image_id, label_id=circle.pk, seconds_spent=seconds)
+
+    assert not Review.objects.exists()
+    assert Image.objects.get(pk=prediction.image_id).final_label is None
+
+
 def test_the_current_label_is_the_latest_live_review(reviewer, second_reviewer, prediction_factory):
     prediction = prediction_factory(label="star")
     star, cross = Label.objects.get(name="star"), Label.objects.get(name="cross")

@@ -115,3 +115,30 @@ def test_staff_without_a_role_and_anonymous_users_cannot_review(client, client_f
     assert anonymous.status_code == 302 and reverse("admin:login") in anonymous["Location"]
     assert client.post(next_url).status_code == 302
     assert not Image.objects.filter(claimed_by__isnull=False).exists()
+
+
+# changelist (URL name) -> its actions that queue a prediction job: one rule for all of them.
+PREDICT_ACTIONS = {
+    "admin:images_image_changelist": ["retry_image_predictions", "repredict_images"],
+    "admin:images_uploadbatch_changelist": ["retry_batch_predictions", "repredict_batches"],
+    "admin:predictions_predictionjob_changelist": ["retry_failed_images_of_jobs"],
+    "admin:predictions_predictionfailure_changelist": ["retry_selected_failures"],
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_queueing_predictions_is_offered_to_leads_only_on_every_list(client_for, users, prediction_factory, role):
+    from images.models import UploadBatch
+    from predictions.models import PredictionFailure, PredictionJob
+
+    batch = UploadBatch.objects.create(name="roles")
+    prediction = prediction_factory(batch=batch)
+    job = PredictionJob.objects.create(model_version=prediction.model_version, batch=batch, total=1)
+    PredictionFailure.objects.create(image=prediction.image, model_version=prediction.model_version, job=job, message="x")
+    client = client_for(users[role])
+
+    for page, actions in PREDICT_ACTIONS.items():
+        response = client.get(reverse(page))
+        content = response.content.decode() if response.status_code == 200 else ""
+        for action in actions:
+            assert (f'value="{action}"' in content) == (role == "lead"), (role, page, action)

@@ -26,7 +26,8 @@ def batch(uploader):
 def queue_and_lose(capture_on_commit, *, image_ids, batch=None, run_first: int = 0):
     """Queue a job whose chunk tasks are lost after the first ``run_first`` ran; call the others to deliver them late."""
     from predictions.models import PredictionJob
-    from predictions.services.jobs import enqueue_predictions, predict_chunk_run
+    from predictions.services.chunks import predict_chunk_run
+    from predictions.services.jobs import enqueue_predictions
 
     chunks = []
     with pytest.MonkeyPatch.context() as patch, capture_on_commit(execute=True):
@@ -44,7 +45,7 @@ def queue_and_lose(capture_on_commit, *, image_ids, batch=None, run_first: int =
 
 
 def sweep(django_capture_on_commit_callbacks, **kwargs) -> dict:
-    from predictions.services.jobs import predictions_sweep
+    from predictions.services.sweep import predictions_sweep
 
     with django_capture_on_commit_callbacks(execute=True):
         return predictions_sweep(**kwargs)
@@ -96,7 +97,7 @@ def test_a_lost_chunk_finishing_between_the_sweep_and_its_chunk_counts_once(
 ):
     """A chunk thought lost was only slow: the sweep's chunk still counts the images nobody predicted."""
     from predictions.models import Prediction, PredictionJob
-    from predictions.services.jobs import predictions_sweep
+    from predictions.services.sweep import predictions_sweep
 
     settings.PREDICTION_CHUNK_SIZE = 2
     images = [image_factory(batch=batch) for _ in range(4)]

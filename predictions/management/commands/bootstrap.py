@@ -89,7 +89,7 @@ class Command(BaseCommand):
     # --- the demo model ------------------------------------------------------------
 
     def _demo_model(self, demo_data: Path, admin_user) -> None:
-        from predictions.models import Label, ModelVersion
+        from predictions.models import ModelVersion
 
         if ModelVersion.objects.exists():
             return
@@ -98,11 +98,11 @@ class Command(BaseCommand):
             self._train_demo_checkpoint(demo_data / "train", checkpoint)
 
         from ml.demo_data import CLASS_NAMES
+        from predictions.services.labels import labels_ensure
         from predictions.services.model_versions import model_version_activate, model_version_register
 
-        # The taxonomy in the demo's own order, with keys 1-5 on the review screen.
-        for order, name in enumerate(CLASS_NAMES):
-            Label.objects.get_or_create(name=name, defaults={"order": order, "key": str(order + 1)})
+        # The taxonomy in the demo's own order (on a fresh install: keys 1-5 on the review screen).
+        labels_ensure(names=CLASS_NAMES)
         version = model_version_register(
             name=DEMO_VERSION_NAME,
             checkpoint_path=checkpoint,

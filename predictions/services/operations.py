@@ -1,0 +1,249 @@
+"""Bulk label changes as one undoable operation.
+
+Grid actions, label imports, auto-accept runs and "label similar" all write
+through :func:`label_operation_apply`: one LabelOperation row, one Review per
+changed image pointing at it, and the images' current labels updated in short
+batched transactions (SQLite's write lock is never held for long, so reviewers
+working at the same time see no error).
+
+The rule that protects human work lives here, once: an operation changes only
+images that have no current label and that nobody holds on the review screen,
+and never gold images, unless the caller passes ``overwrite_reviewed=True``
+(a Lead's explicit choice; the admin checks the permission). Each skipped image
+is counted with its reason.
+
+Undo (:func:`label_operation_undo`) marks the operation's reviews undone and
+recomputes each image's current label from its latest live review, which is
+exactly the label it had before, or a decision made since.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from images.models import Image
+from predictions.models import LabelOperation, Review
+from reviewtool.batching import id_chunks
+
+# Images per write transaction: a few hundred rows keep each write-lock hold
+# to milliseconds.
+WRITE_BATCH = 500
+
+
+class SkipReason:
+    REVIEWED = "already reviewed"
+    CLAIMED = "open on someone's review screen"
+    GOLD = "gold image"
+    UNCHANGED = "label unchanged"
+    MISSING = "image no longer exists"
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    """The label one image should get, and the prediction it was shown with (if any)."""
+
+    image_id: int
+    label_id: int
+    prediction_id: int | None = None
+    predicted_label_id: int | None = None
+
+
+@dataclass
+class OperationResult:
+    operation: LabelOperation
+    changed: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+
+    def skipped_text(self) -> str:
+        """"3 already reviewed, 1 gold image" (empty when nothing was skipped)."""
+        return ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
+
+
+def label_operation_apply(
+    *,
+    kind: str,
+    decisions: Sequence[LabelDecision],
+    user,
+    source: str,
+    description: str = "",
+    params: dict | None = None,
+    overwrite_reviewed: bool = False,
+    now=None,
+    progress: Callable[[OperationResult, int], None] | None = None,
+) -> OperationResult:
+    """Give each image its decided label as one operation; see the module docstring for the rule.
+
+    ``progress(result, images_done)`` is called after each committed batch
+    (a label import's job records how far it got).
+    """
+    now = now or timezone.now()
+    operation = LabelOperation.objects.create(
+        kind=kind, description=description[:300], params=params or {}, created_by=user, created_at=now
+    )
+    result = OperationResult(operation=operation)
+    by_image = {decision.image_id: decision for decision in decisions}
+    done = 0
+    for chunk in id_chunks(sorted(by_image), WRITE_BATCH):
+        _apply_chunk(
+            [by_image[image_id] for image_id in chunk],
+            operation=operation,
+            user=user,
+            source=source,
+            overwrite_reviewed=overwrite_reviewed,
+            now=now,
+            result=result,
+        )
+        done += len(chunk)
+        if progress is not None:
+            progress(result, done)
+    LabelOperation.objects.filter(pk=operation.pk).update(image_count=result.changed)
+    operation.image_count = result.changed
+    return result
+
+
+@transaction.atomic
+def _apply_chunk(
+    decisions: list[LabelDecision],
+    *,
+    operation: LabelOperation,
+    user,
+    source: str,
+    overwrite_reviewed: bool,
+    now,
+    result: OperationResult,
+) -> None:
+    images = {
+        row["pk"]: row
+        for row in Image.objects.filter(pk__in=[d.image_id for d in decisions]).values(
+            "pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold"
+        )
+    }
+    writable = []
+    for decision in decisions:
+        reason = _skip_reason(images.get(decision.image_id), decision, user=user, now=now, overwrite=overwrite_reviewed)
+        if reason:
+            result.skipped[reason] += 1
+        else:
+            writable.append(decision)
+    if not writable:
+        return
+    # The same rule as a condition on the rows, so an image reviewed or claimed
+    # since it was read above is left alone.
+    guard = Q(is_gold=False) if overwrite_reviewed else (
+        Q(is_gold=False, final_label__isnull=True)
+        & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=user))
+    )
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for decision in writable:
+        by_label[decision.label_id].append(decision.image_id)
+    written: set[int] = set()
+    for label_id, image_ids in by_label.items():
+        guarded = list(Image.objects.filter(guard, pk__in=image_ids).values_list("pk", flat=True))
+        Image.objects.filter(pk__in=guarded).update(
+            final_label_id=label_id,
+            reviewed_by=user,
+            reviewed_at=now,
+            label_source=source,
+            review_count=F("review_count") + 1,
+            claimed_by=None,
+            claimed_until=None,
+        )
+        written.update(guarded)
+    lost = len(writable) - len(written)
+    if lost:
+        result.skipped[SkipReason.REVIEWED] += lost
+    Review.objects.bulk_create(
+        [
+            Review(
+                image_id=decision.image_id,
+                reviewer=user,
+                label_id=decision.label_id,
+                prediction_id=decision.prediction_id,
+                agreed=None if decision.predicted_label_id is None else decision.predicted_label_id == decision.label_id,
+                source=source,
+                operation=operation,
+                created_at=now,
+            )
+            for decision in writable
+            if decision.image_id in written
+        ]
+    )
+    result.changed += len(written)
+
+
+def label_decision_skip_reason(
+    *, image: dict | None, decision: LabelDecision, user, now, overwrite_reviewed: bool = False
+) -> str:
+    """Why the rule would leave this image alone ('' when it would not); for previews (a label
+    import's dry run). ``image``: its values of pk, final_label_id, claimed_by_id, claimed_until, is_gold."""
+    return _skip_reason(image, decision, user=user, now=now, overwrite=overwrite_reviewed)
+
+
+def _skip_reason(image: dict | None, decision: LabelDecision, *, user, now, overwrite: bool) -> str:
+    if image is None:
+        return SkipReason.MISSING
+    if image["is_gold"]:
+        return SkipReason.GOLD
+    if image["final_label_id"] is not None:
+        if not overwrite:
+            return SkipReason.REVIEWED
+        if image["final_label_id"] == decision.label_id:
+            return SkipReason.UNCHANGED
+    held = image["claimed_until"] is not None and image["claimed_until"] >= now
+    if held and image["claimed_by_id"] not in (None, user.pk) and not overwrite:
+        return SkipReason.CLAIMED
+    return ""
+
+
+def label_operation_undo(*, operation: LabelOperation, user) -> int:
+    """Undo a whole operation; how many images it gave back their previous label.
+
+    Refused (ValidationError) when it was undone already. Reviews stay in the
+    history, marked undone.
+    """
+    now = timezone.now()
+    claimed = LabelOperation.objects.filter(pk=operation.pk, undone_at__isnull=True).update(
+        undone_at=now, undone_by=user
+    )
+    if not claimed:
+        raise ValidationError(f"{operation} was undone already.")
+    image_ids = list(
+        Review.objects.filter(operation=operation, undone_at__isnull=True).values_list("image_id", flat=True)
+    )
+    for chunk in id_chunks(image_ids, WRITE_BATCH):
+        with transaction.atomic():
+            Review.objects.filter(operation=operation, image_id__in=chunk, undone_at__isnull=True).update(undone_at=now)
+            images_review_state_refresh(image_ids=chunk)
+    operation.undone_at, operation.undone_by = now, user
+    return len(image_ids)
+
+
+def images_review_state_refresh(*, image_ids: Iterable[int]) -> None:
+    """Recompute the current label of many images from their reviews (latest live review wins)."""
+    image_ids = list(image_ids)
+    latest: dict[int, dict] = {}
+    counts: Counter = Counter()
+    live = (
+        Review.objects.filter(image_id__in=image_ids, undone_at__isnull=True)
+        .order_by("image_id", "-created_at", "-id")
+        .values("image_id", "label_id", "reviewer_id", "created_at", "source")
+    )
+    for review in live:
+        counts[review["image_id"]] += 1
+        latest.setdefault(review["image_id"], review)
+    for image_id in image_ids:
+        review = latest.get(image_id)
+        Image.objects.filter(pk=image_id).update(
+            final_label_id=review["label_id"] if review else None,
+            reviewed_by_id=review["reviewer_id"] if review else None,
+            reviewed_at=review["created_at"] if review else None,
+            label_source=review["source"] if review else "",
+            review_count=counts[image_id],
+        )
