@@ -1,4 +1,7 @@
-"""Model builders. Weights are always random here: checkpoints bring the trained ones."""
+"""Model builders. Weights are always random here: checkpoints bring the trained ones.
+
+Which layer of each architecture gives the embedding is decided in :mod:`ml.features`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Predictor: probabilities, batching, ordering, devices and reduced precision."""
+"""Predictor: probabilities, embeddings, batching, ordering, devices and reduced precision."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +14,7 @@ from PIL import Image
 from ml import predictor as predictor_module
 from ml.checkpoints import save_checkpoint
 from ml.decode import ImageDecodeError
+from ml.features import embedding_from_bytes, embedding_to_bytes
 from ml.predictor import Prediction, Predictor, resolve_device, resolve_precision
 from tests.ml.images import HUE_CLASSES, encode, hue_dataset
 
@@ -263,3 +265,118 @@ def test_reduced_precision_agrees_with_fp32_on_a_trained_model(trained_tiny):
 def test_predict_accepts_greyscale_converted_images(random_predictor):
     grey = Image.new("L", (20, 20), 128).convert("RGB")
     assert random_predictor.predict([grey])[0].label in HUE_CLASSES
+
+
+# --- embeddings ---------------------------------------------------------------------
+
+
+def _classifier_inputs(model, layer, images, preprocessing):
+    """What ``layer`` of the unfused ``model`` receives for ``images``: the reference embedding."""
+    from ml.preprocess import eval_transform
+
+    captured = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda module, args, output: captured.append(args[0]))
+    try:
+        transform = eval_transform(preprocessing)
+        with torch.inference_mode():
+            model(torch.stack([transform(image) for image in images]))
+    finally:
+        handle.remove()
+    return captured[0].flatten(1)
+
+
+def test_each_prediction_carries_the_penultimate_features(random_predictor, random_model, tiny_metadata, images):
+    predictions = random_predictor.predict(images)
+
+    expected = _classifier_inputs(random_model, "fc.1", images, tiny_metadata.preprocessing)
+    got = torch.tensor(np.stack([prediction.embedding for prediction in predictions]).astype(np.float32))
+    assert random_predictor.has_embeddings
+    assert all(p.embedding.shape == (512,) and p.embedding.dtype == np.float16 for p in predictions)
+    assert not predictions[0].embedding.flags.writeable  # a frozen Prediction's embedding stays put
+    # Folded batch norms and float16 storage: equal to rounding.
+    assert torch.allclose(got, expected, rtol=2e-3, atol=2e-3)
+    assert np.array_equal(embedding_from_bytes(embedding_to_bytes(predictions[0].embedding)), predictions[0].embedding)
+
+
+def test_embeddings_come_from_the_same_forward_pass_and_the_same_decode(random_model, tiny_metadata, images, monkeypatch):
+    predictor = Predictor(random_model, tiny_metadata, device="cpu", precision="fp32", batch_size=4)
+    forwards, decodes = [], []
+    predictor.model.conv1.register_forward_hook(lambda module, args, output: forwards.append(len(args[0])))
+    open_image = predictor_module.open_image
+    monkeypatch.setattr(
+        predictor_module, "open_image", lambda *args, **kwargs: decodes.append(kwargs["name"]) or open_image(*args, **kwargs)
+    )
+    sources = [(f"{index}.png", encode(image, "PNG")) for index, image in enumerate(images)]
+
+    results = [result for _, result in predictor.predict_sources(sources)]
+
+    assert sorted(decodes) == sorted(name for name, _ in sources)  # each file decoded once
+    assert sum(forwards) == len(images)  # each image through the network once
+    assert all(result.embedding is not None for result in results)
+
+
+def test_without_embeddings_the_model_returns_logits_only(random_model, tiny_metadata, images):
+    with_embeddings = Predictor(random_model, tiny_metadata, device="cpu", precision="fp32").predict(images)
+    predictor = Predictor(random_model, tiny_metadata, device="cpu", precision="fp32", embeddings=False)
+    without = predictor.predict(images)
+
+    assert not predictor.has_embeddings
+    assert all(prediction.embedding is None for prediction in without)
+    assert [p.probabilities for p in without] == [p.probabilities for p in with_embeddings]
+    assert without == with_embeddings  # the embedding does not take part in equality
+
+
+def test_a_torchvision_architecture_has_embeddings_too(tiny_metadata, images):
+    from ml.models import build_model
+
+    torch.manual_seed(2)
+    model = build_model("mobilenet_v3_small", len(HUE_CLASSES)).eval()
+    predictor = Predictor(model, tiny_metadata, device="cpu", precision="fp32")
+    predictions = predictor.predict(images)
+
+    expected = _classifier_inputs(model, "classifier.3", images, tiny_metadata.preprocessing)
+    got = torch.tensor(np.stack([p.embedding for p in predictions]).astype(np.float32))
+    assert got.shape == (len(images), 1024)
+    assert torch.allclose(got, expected, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_embeddings_point_the_same_way(trained_tiny, images, precision):
+    model, metadata, _ = trained_tiny
+    fp32 = Predictor(model, metadata, device="cpu", precision="fp32").predict(images)
+    reduced = Predictor(model, metadata, device="cpu", precision=precision).predict(images)
+
+    for full, low in zip(fp32, reduced):
+        a, b = full.embedding.astype(np.float32), low.embedding.astype(np.float32)
+        assert np.isfinite(b).all()
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
+
+
+def test_features_beyond_float16_range_are_clamped_not_infinite(tiny_metadata, images):
+    class Huge(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, len(HUE_CLASSES))
+
+        def forward(self, x):
+            return self.fc(x.mean(dim=(2, 3)) * 1e9)
+
+    predictions = Predictor(Huge().eval(), tiny_metadata, device="cpu", precision="fp32").predict(images[:2])
+
+    assert all(np.isfinite(p.embedding).all() and np.abs(p.embedding).max() == 65504 for p in predictions)
+
+
+def test_a_model_torch_fx_cannot_trace_predicts_without_embeddings(tiny_metadata, images):
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, len(HUE_CLASSES))
+
+        def forward(self, x):
+            pooled = x.mean(dim=(2, 3))
+            return self.fc(pooled if pooled.sum() > 0 else -pooled)
+
+    predictor = Predictor(DataDependent().eval(), tiny_metadata, device="cpu", precision="fp32")
+
+    assert not predictor.has_embeddings
+    assert [p.embedding for p in predictor.predict(images[:2])] == [None, None]
