@@ -33,7 +33,7 @@ from bench.common import (
     markdown_table,
 )
 
-BENCHMARKS = ("pipeline", "tutorial", "precision", "admin_scale", "export_scale")
+BENCHMARKS = ("pipeline", "tutorial", "precision", "admin_scale", "export_scale", "near_duplicates")
 TIMEOUT_SECONDS = 45 * 60
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ _ALLOWED_FOR_HUMANS = ", ".join(_DISPLAY_NAMES.get(f, f) for f in ALLOWED_FORMAT
 _CORRUPT = "truncated or corrupt image data"
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _WHITE = (255, 255, 255)
+_FLAT_GREY = (128, 128, 128)
 _SNIFF_BYTES = 2048
 _THUMBNAIL_QUALITY = 85
 
@@ -49,6 +51,7 @@ class ImageInfo:
     format: str
     width: int  # after EXIF orientation
     height: int
+    phash: int | None = None  # perceptual hash (ml.hashing) of this decode, when asked for
 
 
 def open_image(
@@ -74,12 +77,14 @@ def open_image(
 
 
 def inspect_image(
-    source: ImageSource, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: ImageSource, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, with_hash: bool = False
 ) -> ImageInfo:
     """Validate ``source`` completely (it must decode) and return its format and size.
 
     JPEGs decode at 1/8 scale: libjpeg still reads every byte, so truncation is still
-    detected, but a camera-sized photo costs milliseconds.
+    detected, but a camera-sized photo costs milliseconds. ``with_hash`` also fills
+    ``phash`` from this same decode (JPEGs then keep at least
+    ``ml.hashing.HASH_DECODE_SIZE`` pixels a side, which only slows small files).
     """
     with _decoding(name), _binary_stream(source, name) as fp:
         with _open_checked(fp, name, max_pixels) as img:
@@ -87,9 +92,24 @@ def inspect_image(
             width, height = img.size
             if _is_rotated_90(img):
                 width, height = height, width
-            img.draft(None, (1, 1))  # smallest JPEG scale; a no-op for other formats
+            draft = _hash_decode_size() if with_hash else 1
+            img.draft(None, (draft, draft))  # smallest JPEG scale that serves; a no-op for other formats
             img.load()
-            return ImageInfo(format=fmt, width=width, height=height)
+            phash = _perceptual_hash(img, name) if with_hash else None
+            return ImageInfo(format=fmt, width=width, height=height, phash=phash)
+
+
+def _hash_decode_size() -> int:
+    from ml.hashing import HASH_DECODE_SIZE  # numpy and imagehash only for callers that hash
+
+    return HASH_DECODE_SIZE
+
+
+def _perceptual_hash(img: Image.Image, name: str) -> int:
+    from ml.hashing import perceptual_hash
+
+    _apply_exif_orientation(img)  # hashed as open_image would give it, so both hashes agree
+    return perceptual_hash(_to_rgb(img, name))
 
 
 def make_thumbnail(
@@ -331,6 +351,9 @@ def _high_bit_depth_to_rgb(img: Image.Image) -> Image.Image:
             scale, offset = 1.0, 0.0
         elif low >= 0 and high <= 65535:
             scale, offset = 255 / 65535, 0.0
+        elif not math.isfinite(high - low) or high == low:
+            # Nothing to stretch (a flat image, or NaN/inf that leave no range).
+            return Image.new("RGB", img.size, _FLAT_GREY)
         else:
             scale = 255 / (high - low)
             offset = -low * scale
