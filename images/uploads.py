@@ -30,7 +30,6 @@ NESTED_ARCHIVE_SUFFIXES = (
 # uncompressed images (a flat-colour BMP) legitimately compress very well.
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def human_size(num_bytes: int) -> str:
@@ -101,9 +100,15 @@ def read_file(label: str, name: str, fp: IO[bytes], *, max_bytes: int) -> Incomi
     return IncomingFile(label, name, data=data)
 
 
+def printable(text: str) -> str:
+    """``text`` without what Django's upload parser drops from a file name: every character
+    that is not printable (controls, bidi overrides such as U+202E, zero-width spaces)."""
+    return "".join(char for char in text if char.isprintable())
+
+
 def base_name(raw: str) -> tuple[str, bool]:
     """The last path component of ``raw`` and whether ``raw`` tried to leave its folder."""
-    cleaned = _CONTROL_CHARS.sub("", raw or "")
+    cleaned = printable(raw or "")
     parts = cleaned.replace("\\", "/").split("/")
     name = parts[-1].strip()
     if name in ("", ".", ".."):
@@ -178,7 +183,7 @@ def _read_member(
         label = f"{archive_name}/{name}"
         note = f"unsafe path {info.filename!r} in the archive reduced to {name!r}"
     else:
-        label = f"{archive_name}/{_CONTROL_CHARS.sub('', info.filename)}"
+        label = f"{archive_name}/{printable(info.filename)}"
         note = ""
 
     def refuse(reason: str) -> IncomingFile:

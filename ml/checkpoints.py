@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Union
@@ -152,13 +153,7 @@ def _safe_torch_load(source: CheckpointSource) -> Any:
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise CheckpointError(
-                "checkpoint refused: the file needs arbitrary Python objects to load "
-                "(it could run code), and only plain tensors and metadata are accepted; "
-                "re-save it as {'model_state_dict': model.state_dict()}"
-            ) from None
-        raise CheckpointError(_NOT_A_CHECKPOINT) from None
+        raise CheckpointError(_unpickling_refusal(str(exc))) from None
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint file not found: {exc.filename}") from exc
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as exc:
@@ -166,6 +161,32 @@ def _safe_torch_load(source: CheckpointSource) -> Any:
 
 
 _NOT_A_CHECKPOINT = "not a PyTorch checkpoint (the file is corrupt or of another kind)"
+_RESAVE = "re-save it as {'model_state_dict': model.state_dict()}"
+# How torch's weights-only unpickler names what it refused: "unsupported GLOBAL
+# posix.system whose module posix is blocked" (a blocked module) or "Unsupported
+# global: GLOBAL eval was not an allowed global" (anything else; builtins lose
+# their module name).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S{1,200}) (?:whose module|was not an allowed)")
+# Its other refusals of objects it would have to build or call.
+_REFUSED_OBJECT = ("GLOBAL", "unrecognized function", "Can only create new object")
+
+
+def _unpickling_refusal(message: str) -> str:
+    """Why a file failed torch's weights-only unpickler, in the product's words."""
+    named = _REFUSED_GLOBAL.search(message)
+    if named:
+        name = named.group(1)
+        name = name if "." in name else f"builtins.{name}"
+        return (
+            f"checkpoint refused: loading it would import {name}; only weights are accepted "
+            f"(importing it could run code; {_RESAVE})"
+        )
+    if any(marker in message for marker in _REFUSED_OBJECT):
+        return (
+            "checkpoint refused: the file needs arbitrary Python objects to load "
+            f"(it could run code), and only plain tensors and metadata are accepted; {_RESAVE}"
+        )
+    return _NOT_A_CHECKPOINT
 
 
 def _split_state_dict(content: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

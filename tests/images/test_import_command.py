@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from images import services
@@ -82,3 +83,20 @@ def test_unreadable_file_is_reported_not_fatal(tmp_path, monkeypatch):
     batch = UploadBatch.objects.get()
     assert (batch.accepted_count, batch.rejected_count) == (1, 1)
     assert "locked.png: cannot read file ([Errno 13] Permission denied)" in output
+
+
+HOSTILE = "invoice\u202egnp.exe\u200b.png"  # right-to-left override, zero-width space
+
+
+def test_import_images_cleans_names_as_the_admin_upload_does(tmp_path, client_for, uploader):
+    (tmp_path / HOSTILE).write_bytes(tiny_png(1))
+    archive = tmp_path / "more.zip"
+    archive.write_bytes(make_zip([(HOSTILE.replace("invoice", "zipped"), tiny_png(2))]))
+
+    call_command("import_images", str(tmp_path / HOSTILE), str(archive), stdout=io.StringIO(), stderr=io.StringIO())
+    client_for(uploader).post(
+        "/admin/images/image/upload/", {"files": [SimpleUploadedFile(HOSTILE.replace("invoice", "admin"), tiny_png(3))]}
+    )
+
+    names = sorted(Image.objects.values_list("original_name", flat=True))
+    assert names == ["admingnp.exe.png", "invoicegnp.exe.png", "zippedgnp.exe.png"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import collections
 import io
+import os
+import pickle
 
 import pytest
 import torch
@@ -190,9 +193,81 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, state_dict, z
         {"model_state_dict": state_dict, "class_names": FIVE, "payload": RunsCodeOnLoad(marker)},
         _use_new_zipfile_serialization=zip_format,
     )
-    with pytest.raises(CheckpointError, match=r"refused: the file needs arbitrary Python objects to load"):
+    opener = f"{builtins.open.__module__}.open"  # what the pickle names: io.open
+    with pytest.raises(CheckpointError, match=rf"refused: loading it would import {opener}; only weights"):
         load_checkpoint(file)
     assert not marker.exists()
+
+
+class RunsShellOnLoad:
+    """Unpickling this calls os.system (pickled as posix.system on Linux)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class EvalOnLoad:
+    def __reduce__(self):
+        return (builtins.eval, ("1 + 1",))
+
+
+class OrderedDictSubclass(collections.OrderedDict):
+    """Harmless, but a class of the file's own: loading it would import this module."""
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize(
+    ("payload", "global_name"),
+    [
+        (RunsShellOnLoad, f"{os.system.__module__}.system"),  # a module torch blocks outright
+        (lambda marker: EvalOnLoad(), "builtins.eval"),  # torch names builtins without the module
+        (lambda marker: OrderedDictSubclass(a=1), f"{__name__}.OrderedDictSubclass"),
+    ],
+    ids=["os.system", "eval", "OrderedDict-subclass"],
+)
+def test_refusal_names_the_global_the_pickle_would_import(tmp_path, state_dict, payload, global_name, zip_format):
+    marker = tmp_path / "pwned"
+    file = saved(
+        {"model_state_dict": state_dict, "class_names": FIVE, "payload": payload(marker)},
+        _use_new_zipfile_serialization=zip_format,
+    )
+
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(file)
+
+    assert f"refused: loading it would import {global_name}; only weights are accepted" in str(caught.value)
+    assert not marker.exists()
+
+
+def test_a_plain_pickle_that_runs_code_is_refused_by_name(tmp_path):
+    """Not even written by torch.save: still refused, naming the global."""
+    marker = tmp_path / "pwned"
+    data = pickle.dumps({"model_state_dict": RunsShellOnLoad(marker)}, protocol=2)
+
+    with pytest.raises(CheckpointError, match=rf"would import {os.system.__module__}\.system; only weights"):
+        read_checkpoint(data)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("torch_message", "expected"),
+    [
+        ("Weights only load failed. Unsupported global: GLOBAL (reworded)", "needs arbitrary Python objects"),
+        ("Weights only load failed. Trying to call reduce for unrecognized function <x>", "could run code"),
+        ("Weights only load failed. Unsupported operand 149", "not a PyTorch checkpoint"),
+    ],
+)
+def test_an_unpickling_refusal_torch_words_differently_is_still_explained(monkeypatch, torch_message, expected):
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError(torch_message)
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+    with pytest.raises(CheckpointError, match=expected):
+        read_checkpoint(b"anything")
 
 
 @pytest.mark.parametrize(

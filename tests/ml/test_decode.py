@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 import warnings
@@ -319,3 +320,95 @@ def test_decode_error_is_a_value_error_and_pickles():
     assert str(error) == "a.jpg: empty file"
     clone = pickle.loads(pickle.dumps(error))
     assert (clone.filename, clone.reason, str(clone)) == ("a.jpg", "empty file", "a.jpg: empty file")
+
+
+# --- every mode the upload accepts is predictable -----------------------------------
+
+# Fills that reach each branch of the high-bit-depth scaling, flat ones included
+# (a flat image has no range to stretch: it once divided by zero).
+_FILLS = {
+    "I": (0, 255, 70000, -5, -(2**31), 2**31 - 1),
+    "F": (0.0, 0.5, 200.0, 70000.0, -3.5, 1e38, float("inf"), float("nan")),
+    "I;16": (0, 65535),
+    "I;16B": (0, 65535),
+    "I;16L": (0, 65535),
+    "I;16N": (0, 65535),
+}
+
+
+def _mode_cases() -> list[tuple[str, str, str, bytes]]:
+    """(format, mode, content, file) for every mode Pillow can write in each allowed format.
+
+    Each mode gets flat images (its zero and, for the wide modes, the `_FILLS`)
+    and, where Pillow converts to it, a noisy one.
+    """
+    cases = []
+    for fmt in ALLOWED_FORMATS:
+        for mode in Image.MODES:
+            images = {f"flat {fill!r}": Image.new(mode, (60, 40), fill) for fill in _FILLS.get(mode, (0,))}
+            try:
+                images["noise"] = noise_rgb((60, 40)).convert(mode)
+            except ValueError:
+                pass
+            for content, image in images.items():
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        data = encode(image, fmt)
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # Pillow cannot write this mode in this format
+                cases.append((fmt, mode, content, data))
+    return cases
+
+
+MODE_CASES = _mode_cases()
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor(random_model, tiny_metadata):
+    from ml.predictor import Predictor
+
+    return Predictor(random_model, tiny_metadata, device="cpu", precision="fp32", batch_size=1)
+
+
+def test_the_mode_cases_cover_the_wide_tiff_modes():
+    written = {(fmt, mode) for fmt, mode, _content, _data in MODE_CASES}
+    assert {("TIFF", "I"), ("TIFF", "F"), ("TIFF", "I;16"), ("PNG", "I;16"), ("JPEG", "CMYK")} <= written
+    assert {fmt for fmt, *_ in MODE_CASES} == set(ALLOWED_FORMATS)
+
+
+@pytest.mark.parametrize(
+    "fmt, mode, content, data", MODE_CASES, ids=[f"{f}-{m}-{c}" for f, m, c, _ in MODE_CASES]
+)
+def test_what_the_upload_accepts_the_worker_decodes_and_thumbnails(tiny_predictor, fmt, mode, content, data):
+    """The upload gate (inspect_image) and the worker (predict_sources with its thumbnail hook)
+    agree: a file the gate accepts yields a prediction and a thumbnail."""
+    name = f"{mode}.{fmt.lower()}"
+    try:
+        info = inspect_image(data, name=name)
+    except ImageDecodeError:
+        return  # refused at upload: the worker never sees it
+    thumbnails: dict[int, bytes] = {}
+    decoded_sizes: dict[int, tuple[int, int]] = {}
+
+    def on_decoded(index, _name, image):
+        decoded_sizes[index] = image.size
+        thumbnails[index] = thumbnail_jpeg(image, size=32)
+
+    ((_, result),) = tiny_predictor.predict_sources([(name, data)], on_decoded=on_decoded, decode_workers=1)
+
+    assert not isinstance(result, ImageDecodeError), result
+    assert all(math.isfinite(p) for p in result.probabilities)
+    assert decoded_sizes[0] == (info.width, info.height)
+    assert Image.open(io.BytesIO(thumbnails[0])).format == "JPEG"
+    assert Image.open(io.BytesIO(make_thumbnail(data, name=name, size=32))).size == (32, 21)
+
+
+@pytest.mark.parametrize("mode, fill", [("I", 70000), ("I", -5), ("F", 70000.0), ("F", -3.5), ("F", float("inf"))])
+def test_a_flat_wide_tiff_decodes_as_a_flat_image(mode, fill):
+    image = open_image(encode(Image.new(mode, (200, 100), fill), "TIFF"), name="flat.tif")
+
+    assert (image.mode, image.size) == ("RGB", (200, 100))
+    assert len({low_high for low_high in image.getextrema()}) == 1
+    low, high = image.getextrema()[0]
+    assert low == high
