@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -160,6 +161,20 @@ class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin
 
     def delete_model(self, request, obj):
         services.images_delete(images=[obj])
+
+    # An image's predictions, failures and reviews describe only it and go with it:
+    # "delete image" (Leads) is enough, although the review history's own admin
+    # refuses to delete a review by itself (undo is how a decision is taken back).
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if self.has_delete_permission(request):
+            owned = {
+                relation.related_model._meta.verbose_name
+                for relation in Image._meta.related_objects
+                if relation.on_delete is models.CASCADE
+            }
+            perms_needed = perms_needed - owned
+        return deleted, counts, perms_needed, protected
 
     def delete_queryset(self, request, queryset):
         services.images_delete(images=queryset)

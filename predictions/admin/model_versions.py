@@ -20,14 +20,19 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from predictions import charts
+from predictions.admin.auto_accept_views import AutoAcceptView
+from predictions.admin.embeddings import fill_missing_embeddings
 from predictions.admin.image_actions import job_link
+from predictions.admin.model_version_delete import ModelVersionDeleteMixin, delete_selected
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.forms import ModelVersionAddForm, TrainingForm
 from predictions.models import Label, ModelVersion, Prediction, TrainingJob
 from predictions.selectors.metrics import (
+    ImageScope,
     reviewed_label_counts,
     training_metrics_summary,
     version_metrics,
+    version_metrics_left_out,
     versions_compare,
 )
 from predictions.selectors.versions import model_version_active
@@ -136,7 +141,7 @@ class LabelAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ModelVersionDeleteMixin, admin.ModelAdmin):
     list_display = [
         "name", "arch", "class_count", "is_active", "validation", "prediction_count",
         "training_metrics", "metrics_link", "created_at",
@@ -145,7 +150,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "validation_status", "arch"]
     search_fields = ["name", "notes"]
     date_hierarchy = "created_at"
-    actions = [activate, predict_missing_images, compare_two_versions, train_from_reviews, validate_again]
+    actions = [
+        activate, predict_missing_images, fill_missing_embeddings, compare_two_versions, train_from_reviews,
+        validate_again, delete_selected,
+    ]
     add_form = ModelVersionAddForm
     add_fieldsets = [
         ("Checkpoint", {"fields": ["checkpoint_upload", "existing_checkpoint", "name", "notes"]}),
@@ -274,9 +282,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         view = self.admin_site.admin_view
+        auto_accept = AutoAcceptView.as_view(admin_site=self.admin_site, model_admin=self)
         return [
             path("<int:pk>/metrics/", view(self.metrics_view), name="predictions_modelversion_metrics"),
             path("<int:pk>/train/", view(self.train_view), name="predictions_modelversion_train"),
+            path("<int:pk>/auto-accept/", view(auto_accept), name="predictions_modelversion_auto_accept"),
             path("compare/<int:a>/<int:b>/", view(self.compare_view), name="predictions_modelversion_compare"),
             *super().get_urls(),
         ]
@@ -287,12 +297,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def metrics_view(self, request, pk: int):
         self._require_change(request)
         version = get_object_or_404(ModelVersion, pk=pk)
-        report = version_metrics(version=version)
+        scope = ImageScope.parse(request.GET.get("images"))
+        report = version_metrics(version=version, scope=scope)
         context = self._page_context(
             request,
             f"Metrics of {version.name} against reviewed labels",
             version=version,
             report=report,
+            scope=scope,
+            left_out=version_metrics_left_out(version=version, scope=scope),
             training_metrics=_metric_rows(version.metrics),
             confusion_svg=charts.confusion_matrix_svg(
                 matrix=report.confusion, row_labels=report.confusion_rows, col_labels=report.class_names
@@ -305,7 +318,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def compare_view(self, request, a: int, b: int):
         self._require_change(request)
         version_a, version_b = get_object_or_404(ModelVersion, pk=a), get_object_or_404(ModelVersion, pk=b)
-        comparison = versions_compare(a=version_a, b=version_b)
+        comparison = versions_compare(a=version_a, b=version_b, scope=ImageScope.parse(request.GET.get("images")))
         page = Paginator(comparison.differing_images, COMPARE_PAGE_SIZE).get_page(request.GET.get("page"))
         context = self._page_context(
             request, f"{version_a.name} compared with {version_b.name}", comparison=comparison, page=page

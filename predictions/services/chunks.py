@@ -1,7 +1,8 @@
 """Prediction jobs, the worker side: what a qcluster worker does with one chunk of image ids.
 
 ``predict_chunk_run`` (the ``predictions.tasks.predict_chunk`` task) reads the
-chunk's images that still lack a prediction, runs them through the process's
+chunk's images that still lack a prediction (for an embeddings job: a prediction
+with an embedding), runs them through the process's
 cached ``ml.Predictor`` (predictions.inference: loaded once per worker, torch
 imported there, never in the cluster's parent), and records the outcome
 (predictions.services.chunk_record). Each file is decoded once, for the model and
@@ -25,14 +26,16 @@ import time
 from collections.abc import Iterator, Sequence
 
 from django.conf import settings
+from django.db import IntegrityError
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from images.models import Image
 from images.storage import SavedFile
 from images.thumbnails import thumbnail_file_save, thumbnails_queue, thumbnails_set
 from ml.decode import ImageDecodeError, thumbnail_jpeg
-from predictions.models import ModelVersion, PredictionJob
-from predictions.services.chunk_record import ChunkOutcome, chunk_record
+from predictions.models import ModelVersion, Prediction, PredictionJob
+from predictions.services.chunk_record import EMBEDDINGS_REASON, ChunkOutcome, chunk_record
 
 logger = logging.getLogger(__name__)
 
@@ -50,27 +53,56 @@ def predict_chunk_run(*, job_id: int, image_ids: Sequence[int]) -> dict:
         status=PredictionJob.Status.RUNNING, started_at=timezone.now()
     )
 
+    embeddings_job = job.reason == EMBEDDINGS_REASON
     todo = list(
-        Image.objects.filter(pk__in=image_ids)
-        .exclude(predictions__model_version=model_version)
+        _images_to_run(model_version=model_version, image_ids=image_ids, embeddings_job=embeddings_job)
         .only("pk", "file", "original_name", "sha256", "thumbnail")
         .order_by("pk")
     )
     try:
-        outcome = _run_model(model_version=model_version, images=todo) if todo else ChunkOutcome()
+        outcome = (
+            _run_model(model_version=model_version, images=todo, embeddings_job=embeddings_job)
+            if todo
+            else ChunkOutcome()
+        )
     except Exception:
         # These images were left to this chunk for their thumbnails too (the
         # upload queued no thumbnail task); a model that cannot run must not
         # cost them that.
         _thumbnails_queue_fallback(images=todo)
+        if _job_gone(job):  # its version and checkpoint were deleted while the model loaded
+            return _job_gone_result(job)
         raise
     # Before the predictions, so an image shown as predicted has its thumbnail.
     _thumbnails_set(thumbnails=outcome.thumbnails)
-    counts = chunk_record(job=job, image_ids=image_ids, outcome=outcome)
+    try:
+        counts = chunk_record(job=job, image_ids=image_ids, outcome=outcome)
+    except IntegrityError:
+        # A database that checks the version's foreign key before the job's lock
+        # could tell (the version was deleted between the two).
+        if not _job_gone(job):
+            raise
+        counts = None
+    if counts is None:
+        return _job_gone_result(job)
     logger.info("Prediction job %s: chunk of %d images: %s", job.pk, len(image_ids), counts)
     # Which process did the work, kept with the task's result: with several
     # clusters sharing one queue (one name), the task rows cannot tell them apart.
     return {"job": job.pk, **counts, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
+
+
+def _job_gone(job: PredictionJob) -> bool:
+    return not PredictionJob.objects.filter(pk=job.pk).exists()
+
+
+def _job_gone_result(job: PredictionJob) -> dict:
+    """A chunk whose job went with its deleted model version ends quietly: a log line, no traceback."""
+    logger.warning(
+        "Prediction job %s was deleted with model version %s while a chunk ran; its results are dropped",
+        job.pk,
+        job.model_version_id,
+    )
+    return {"job": job.pk, "skipped": "job deleted"}
 
 
 def predict_chunk_failed(*, job_id: int, error: str) -> None:
@@ -82,7 +114,18 @@ def predict_chunk_failed(*, job_id: int, error: str) -> None:
     )
 
 
-def _run_model(*, model_version: ModelVersion, images: list[Image]) -> ChunkOutcome:
+def _images_to_run(*, model_version: ModelVersion, image_ids: Sequence[int], embeddings_job: bool):
+    """The chunk's images that lack what the job writes: a prediction, or for an embeddings job an embedding."""
+    images = Image.objects.filter(pk__in=image_ids)
+    if not embeddings_job:
+        return images.exclude(predictions__model_version=model_version)
+    with_embedding = Prediction.objects.filter(
+        image=OuterRef("pk"), model_version=model_version, embedding__isnull=False
+    )
+    return images.filter(~Exists(with_embedding))
+
+
+def _run_model(*, model_version: ModelVersion, images: list[Image], embeddings_job: bool = False) -> ChunkOutcome:
     """Decode and predict ``images``; every image ends up in predictions or failures.
 
     Images without a thumbnail get one made from the image decoded for the
@@ -94,6 +137,10 @@ def _run_model(*, model_version: ModelVersion, images: list[Image]) -> ChunkOutc
 
     outcome = ChunkOutcome()
     predictor = get_predictor(model_version)
+    if embeddings_job and not predictor.has_embeddings:
+        # Raised, so the job shows it as failed (predict_chunk_failed) instead of "done" with nothing stored.
+        why = "STORE_EMBEDDINGS is off" if not settings.STORE_EMBEDDINGS else "no feature layer found (ml.features)"
+        raise RuntimeError(f"{model_version} gives no embeddings: {why}")
     fed: list[tuple[Image, object]] = []
 
     def sources() -> Iterator[tuple[str, object]]:

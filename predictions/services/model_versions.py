@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django_q.tasks import async_task
 
 from predictions.checkpoint_metadata import METADATA_FIELDS, version_fields_from_metadata, version_metadata
-from predictions.models import ModelVersion, PredictionJob
+from predictions.models import AutoAcceptRun, ModelVersion, Prediction, PredictionFailure, PredictionJob, Review
 from predictions.selectors.versions import model_version_active
 from predictions.services import jobs
 from predictions.services.labels import labels_ensure
@@ -166,6 +166,8 @@ def model_version_validate(*, version_id: int) -> ModelVersion:
         version.validation_error = f"{Path(version.checkpoint.name).name}: {exc}"
         version.save(update_fields=["validation_status", "validation_error"])
         logger.warning("Model version %s is invalid: %s", version.pk, version.validation_error)
+        # A refused file is never loaded again (a hostile upload would otherwise stay in WEIGHTS_DIR).
+        _checkpoint_forget_on_commit(version)
         return version
 
     with transaction.atomic():
@@ -233,10 +235,71 @@ def model_version_revalidate(*, version: ModelVersion) -> None:
     """Mark the version pending and validate it again in the cluster (after its metadata was edited)."""
     if version.is_active:
         raise ValidationError(f"{version.name} is active; activate another version before changing it.")
+    if not version.checkpoint or not version.checkpoint.storage.exists(version.checkpoint.name):
+        raise ValidationError(
+            f"{version.name}: its checkpoint file was removed when it was found invalid; register the file again."
+        )
     ModelVersion.objects.filter(pk=version.pk).update(
         validation_status=ModelVersion.Validation.PENDING, validation_error=""
     )
     _validation_queue(version)
+
+
+# --- deleting a version -------------------------------------------------------------
+
+
+def model_version_deletion_counts(*, versions: Sequence[ModelVersion]) -> dict[str, int]:
+    """What deleting ``versions`` removes (by the admin's plural names), and the reviews it leaves.
+
+    ``"reviews kept"`` counts the decisions made on their predictions: they stay,
+    only their link to the prediction is cleared (Review.prediction is SET_NULL).
+    """
+    ids = [version.pk for version in versions]
+    return {
+        "predictions": Prediction.objects.filter(model_version__in=ids).count(),
+        "prediction failures": PredictionFailure.objects.filter(model_version__in=ids).count(),
+        "prediction jobs": PredictionJob.objects.filter(model_version__in=ids).count(),
+        "auto-accept runs": AutoAcceptRun.objects.filter(model_version__in=ids).count(),
+        "reviews kept": Review.objects.filter(prediction__model_version__in=ids).count(),
+    }
+
+
+def model_version_delete(*, version: ModelVersion, user=None) -> None:
+    """Delete an inactive version with its predictions, failures and jobs; its checkpoint file after commit.
+
+    The active version is refused: the JSON endpoint and the review queue would
+    have none (activate another first). A chunk of its jobs still running in the
+    cluster ends quietly (predictions.services.chunk_record finds its job gone).
+    """
+    with transaction.atomic():
+        # Read again inside the write: it may have been activated since the page was shown.
+        current = ModelVersion.objects.filter(pk=version.pk).only("pk", "is_active", "name", "checkpoint").first()
+        if current is None:
+            return
+        if current.is_active:
+            raise ValidationError(
+                f"{current.name} is the active version and cannot be deleted; activate another version first."
+            )
+        current.delete()
+        _checkpoint_forget_on_commit(version)
+    logger.info("Model version %s (%s) deleted by %s", version.pk, version.name, user)
+
+
+def _checkpoint_forget_on_commit(version: ModelVersion) -> None:
+    """Remove the version's checkpoint file once this commits, unless another version uses the same file."""
+    name, storage, version_id = version.checkpoint.name, version.checkpoint.storage, version.pk
+
+    def forget() -> None:
+        if not name or ModelVersion.objects.filter(checkpoint=name).exclude(pk=version_id).exists():
+            return
+        try:
+            storage.delete(name)
+        except OSError as exc:
+            logger.warning("Could not remove checkpoint file %s of model version %s: %s", name, version_id, exc)
+        else:
+            logger.info("Removed checkpoint file %s of model version %s", name, version_id)
+
+    transaction.on_commit(forget)
 
 
 def version_name_for_upload(filename: str) -> str:

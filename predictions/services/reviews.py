@@ -117,6 +117,8 @@ def review_claim_next(
 
     A claim lasts settings.REVIEW_CLAIM_SECONDS; two reviewers never hold the
     same image, and an expired claim puts the image back in everyone's queue.
+    A reviewer holds at most settings.REVIEW_MAX_OPEN_CLAIMS open claims: claiming
+    more releases their oldest, so no one can take the whole queue.
     `exclude_image_ids` are the images the screen already holds; skipped images
     come back only when nothing else is left.
 
@@ -128,12 +130,41 @@ def review_claim_next(
     now = now or timezone.now()
     until = now + timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
     model_version = model_version_or_active(version_id=filters.model_version_id)
+    count = min(count, settings.REVIEW_MAX_OPEN_CLAIMS)
     if model_version is None or count < 1:
         return []
+    claimed = _claim_more(
+        reviewer=reviewer,
+        filters=filters,
+        model_version=model_version,
+        count=count,
+        held=set(exclude_image_ids),
+        skipped=set(skipped_image_ids),
+        now=now,
+        until=until,
+    )
+    if claimed:
+        _claims_trim(reviewer=reviewer, now=now, keep=settings.REVIEW_MAX_OPEN_CLAIMS)
+    return claimed
+
+
+def _claims_trim(*, reviewer, now, keep: int) -> None:
+    """Release the reviewer's open claims beyond the newest ``keep`` (the ones just made are newest)."""
+    beyond = list(
+        Image.objects.filter(claimed_by=reviewer, claimed_until__gte=now)
+        .order_by("-claimed_until", "-pk")
+        .values_list("pk", flat=True)[keep:]
+    )
+    if beyond:
+        Image.objects.filter(pk__in=beyond, claimed_by=reviewer).update(claimed_by=None, claimed_until=None)
+
+
+def _claim_more(
+    *, reviewer, filters: QueueFilters, model_version, count: int, held: set[int], skipped: set[int], now, until
+) -> list[Prediction]:
     lock_rows = connection.features.has_select_for_update_skip_locked
-    held = set(exclude_image_ids)
     claimed: list[Prediction] = []
-    passes = [held | set(skipped_image_ids), held] if skipped_image_ids else [held]
+    passes = [held | skipped, held] if skipped else [held]
     for avoid in passes:
         for _attempt in range(3):
             wanted = count - len(claimed)

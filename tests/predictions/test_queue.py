@@ -294,3 +294,39 @@ def test_remembered_start_is_recomputed_after_the_claim_time(reviewer, mixed, mo
     later = time.monotonic() + 61
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert queue_names(reviewer)[0] == "a.jpg"
+
+
+def test_a_reviewer_claiming_in_a_loop_holds_at_most_the_cap_and_releases_the_oldest(
+    reviewer, second_reviewer, prediction_factory, settings
+):
+    """As a client calling "next" over and over, passing every image it holds as held."""
+    settings.REVIEW_MAX_OPEN_CLAIMS = 3
+    for n in range(8):
+        prediction_factory(name=f"i{n}.jpg", confidence=0.3 + n * 0.05)
+    start = timezone.now()
+    held: list[int] = []
+    for step in range(5):
+        claimed = review_claim_next(
+            reviewer=reviewer,
+            filters=QueueFilters(),
+            count=2,
+            exclude_image_ids=held,
+            now=start + timedelta(seconds=step),
+        )
+        held += [p.image_id for p in claimed]
+
+    assert len(held) == 8  # it was handed images each time...
+    mine = Image.objects.filter(claimed_by=reviewer, claimed_until__gte=start + timedelta(seconds=4))
+    assert mine.count() == 3  # ...but holds only the cap, the newest ones
+    assert set(mine.values_list("pk", flat=True)) <= set(held[-3:])
+    # What was released is in the others' queues again.
+    others = review_claim_next(
+        reviewer=second_reviewer, filters=QueueFilters(), count=3, now=start + timedelta(seconds=5)
+    )
+    assert len(others) == 3 and {p.image_id for p in others} <= set(held[:-3])
+
+
+def test_one_claim_request_never_takes_more_than_the_cap(reviewer, mixed, settings):
+    settings.REVIEW_MAX_OPEN_CLAIMS = 2
+    assert len(claim_names(reviewer, count=4)) == 2
+    assert Image.objects.filter(claimed_by=reviewer).count() == 2
