@@ -141,3 +141,57 @@ def calibration_svg(*, bins: Sequence[ConfidenceBin]) -> SafeString:
         f'stroke-dasharray="4 3"><title>perfect calibration</title></line>'
     )
     return _svg(left + plot_w + 20, bottom + 40, body, "Accuracy per confidence bin")
+
+
+def coverage_bound_svg(
+    *, points: Sequence[tuple[int, float, bool]], max_error: float, chosen: tuple[int, float] | None
+) -> SafeString:
+    """Auto-accept's preview: images accepted (x) against the guaranteed error, the upper bound (y).
+
+    `points`: (images accepted, bound, tested) per candidate threshold, from the highest
+    threshold down; tested ones are drawn solid, the rest (past where the scan stopped,
+    no guarantee) faded. The target is a dashed line; `chosen` is marked. The y axis
+    shows up to four times the target, higher bounds sit on its top edge.
+    """
+    left, top, plot_w, plot_h = 56, 20, 420, 200
+    bottom = top + plot_h
+    x_max = max((images for images, _, _ in points), default=0) or 1
+    y_max = min(1.0, 4 * max_error)
+
+    def x(images: int) -> float:
+        return left + plot_w * images / x_max
+
+    def y(bound: float) -> float:
+        return bottom - plot_h * min(bound, y_max) / y_max
+
+    body = [
+        f'<line x1="{left}" y1="{bottom}" x2="{left + plot_w}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>',
+        _text(left - 6, top + 4, f"{y_max:.1%}", text_anchor="end"),
+        _text(left - 6, bottom, "0", text_anchor="end"),
+        _text(left, bottom + 14, "0", text_anchor="middle"),
+        _text(left + plot_w, bottom + 14, f"{x_max:,}", text_anchor="middle"),
+        _text(left + plot_w / 2, bottom + 30, "images accepted", text_anchor="middle"),
+        _text(14, top + plot_h / 2, "guaranteed error", text_anchor="middle",
+              transform=f"rotate(-90 14 {top + plot_h / 2:.1f})"),
+        f'<line x1="{left}" y1="{y(max_error):.1f}" x2="{left + plot_w}" y2="{y(max_error):.1f}" '
+        f'stroke="{WRONG_COLOUR}" stroke-dasharray="4 3"><title>target {max_error:.1%}</title></line>',
+        _text(left + plot_w + 4, y(max_error) + 4, f"target {max_error:.1%}"),
+    ]
+    for tested, colour, opacity in ((False, AXIS_COLOUR, "0.6"), (True, BAR_COLOUR, "1")):
+        line = " ".join(f"{x(images):.1f},{y(bound):.1f}" for images, bound, done in points if done == tested)
+        if line:
+            body.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2" stroke-opacity="{opacity}"/>')
+    for images, bound, tested in points:
+        tip = f"{images:,} images, error at most {bound:.2%}" + ("" if tested else " (not tested: no guarantee)")
+        body.append(
+            f'<circle cx="{x(images):.1f}" cy="{y(bound):.1f}" r="2.5" fill="{BAR_COLOUR if tested else AXIS_COLOUR}">'
+            f"<title>{escape(tip)}</title></circle>"
+        )
+    if chosen is not None:
+        images, bound = chosen
+        body.append(
+            f'<circle cx="{x(images):.1f}" cy="{y(bound):.1f}" r="5" fill="none" stroke="{RIGHT_COLOUR}" stroke-width="2">'
+            f"<title>{escape(f'chosen: {images:,} images, error at most {bound:.2%}')}</title></circle>"
+        )
+    return _svg(left + plot_w + 90, bottom + 40, body, "Images accepted against guaranteed error")

@@ -64,13 +64,15 @@ def audit_sample(*, model_version: ModelVersion) -> AuditSample:
 
 
 def open_predictions(*, model_version: ModelVersion) -> QuerySet[Prediction]:
-    """The version's predictions an auto-accept may label: image without a current label, not gold.
+    """The version's predictions an auto-accept may label: image without a current label, not gold,
+    and no decision in progress (an overlap image waiting for more reviewers or one waiting for a
+    Lead's adjudication has a label_source but no label yet: people are deciding it).
 
     Images on someone's review screen are in here too; the run itself skips them
     (predictions.services.operations), so a preview's count is an upper bound.
     """
     return Prediction.objects.filter(
-        model_version=model_version, image__final_label__isnull=True, image__is_gold=False
+        model_version=model_version, image__final_label__isnull=True, image__label_source="", image__is_gold=False
     )
 
 
