@@ -137,6 +137,10 @@ def iter_zip_members(archive_name: str, fp: IO[bytes], *, limits: UploadLimits) 
         return
 
     with archive:
+        if not members:
+            # Otherwise nothing in the report would say the archive was received.
+            yield IncomingFile(archive_name, archive_name, reason="archive contains no files")
+            return
         archive_problem = _archive_problem(members, limits)
         if archive_problem:
             yield IncomingFile(archive_name, archive_name, reason=archive_problem)
@@ -259,10 +263,10 @@ def _is_seekable(fp: IO[bytes]) -> bool:
 
 
 def _looks_like_zip(name: str, fp: IO[bytes]) -> bool:
-    if name.lower().endswith(".zip"):
-        return True
+    # The content decides (a JPEG named photo.zip is a JPEG); only a stream that
+    # cannot be peeked at is taken at its name.
     if not _is_seekable(fp):
-        return False
+        return name.lower().endswith(".zip")
     position = fp.tell()
     head = fp.read(4)
     fp.seek(position)

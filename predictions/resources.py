@@ -26,13 +26,13 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.encoding import filepath_to_uri
 from import_export import fields, resources
+from import_export.results import RowResult
 
 from images.models import Image, UploadBatch
-from predictions.models import Label, ModelVersion, Prediction, Review
+from predictions.models import ModelVersion, Review
 from predictions.selectors.exports import image_export_queryset
-from predictions.selectors.versions import model_version_active, model_version_active_id
-from predictions.services.reviews import review_submit
-from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
+from predictions.selectors.label_audit import label_audit_latest_finished, label_suspect_score_subquery
+from predictions.selectors.versions import model_version_active
 
 # A spreadsheet reads a cell starting with one of these as a formula (tab and
 # carriage return hide one behind whitespace). Prefixing a single quote makes
@@ -95,7 +95,7 @@ class ImageLabelResource(resources.ModelResource):
     export_values = (
         "id", "original_name", "sha256", "file", "batch_id", "batch__name", "uploaded_by__username",
         "uploaded_at", "export_predicted_label", "export_confidence", "final_label__name",
-        "reviewed_by__username", "reviewed_at", "export_agreed", "review_count",
+        "reviewed_by__username", "reviewed_at", "export_agreed", "review_count", "label_source",
     )  # fmt: skip
 
     id = _column("id")
@@ -113,6 +113,8 @@ class ImageLabelResource(resources.ModelResource):
     reviewed_at = _column("reviewed_at")
     agreed_with_model = _column("agreed_with_model")
     review_count = _column("review_count")
+    # Who decided the current label: screen, grid, import, auto (auto-accepted), similar.
+    label_source = _column("label_source")
 
     class Meta:
         model = Image
@@ -120,7 +122,7 @@ class ImageLabelResource(resources.ModelResource):
         fields = (
             "id", "original_name", "sha256", "image_url", "upload_batch", "uploaded_by", "uploaded_at",
             "model_version", "predicted_label", "confidence", "final_label", "reviewed_by", "reviewed_at",
-            "agreed_with_model", "review_count",
+            "agreed_with_model", "review_count", "label_source",
         )  # fmt: skip
         export_order = fields
         chunk_size = 2000
@@ -180,6 +182,7 @@ class ImageLabelResource(resources.ModelResource):
             "reviewed_at": iso_datetime("reviewed_at"),
             "agreed_with_model": lambda values: AGREEMENT_CELLS.get(values["export_agreed"], ""),
             "review_count": itemgetter("review_count"),
+            "label_source": text("label_source"),
         }
 
     def export_row_function(self, selected_fields=None) -> ExportRow:
@@ -245,25 +248,56 @@ class ImageLabelWithProbabilitiesResource(ImageLabelResource):
         return cells
 
 
+class ImageLabelWithSuspectScoreResource(ImageLabelResource):
+    """The label export plus `suspect_score`: the latest finished label audit's score of the current
+    label (low: probably wrong; predictions/services/label_audit.py), blank where it scored none.
+
+    A resource of its own, chosen on the export form like the probabilities one, so the
+    plain export keeps its columns and costs no audit look-up.
+    """
+
+    export_key = "labels_with_suspect_scores"
+    export_values = (*ImageLabelResource.export_values, "export_suspect_score")
+
+    suspect_score = _column("suspect_score")
+
+    class Meta(ImageLabelResource.Meta):
+        name = "Labels with suspect scores"
+        fields = (*ImageLabelResource.Meta.fields, "suspect_score")
+        export_order = fields
+
+    def filter_export(self, queryset: QuerySet[Image], **kwargs) -> QuerySet:
+        score = label_suspect_score_subquery(audit=label_audit_latest_finished())
+        return super().filter_export(queryset.annotate(export_suspect_score=score), **kwargs)
+
+    def export_cells(self) -> dict[str, Cell]:
+        cells = super().export_cells()
+        cells["suspect_score"] = lambda values: "" if values["export_suspect_score"] is None else values["export_suspect_score"]
+        return cells
+
+
 EXPORT_RESOURCES: dict[str, type[ImageLabelResource]] = {
-    resource.export_key: resource for resource in (ImageLabelResource, ImageLabelWithProbabilitiesResource)
+    resource.export_key: resource
+    for resource in (ImageLabelResource, ImageLabelWithProbabilitiesResource, ImageLabelWithSuspectScoreResource)
 }
 
 
 class LabelImportResource(resources.ModelResource):
-    """Existing labels from a CSV: each row becomes a Review by the importing user.
+    """Existing labels from a CSV, on import-export's preview screen (files of up to
+    settings.LABEL_IMPORT_SYNC_MAX_ROWS rows; bigger ones run as a LabelImportJob).
 
     Columns: `sha256` (or `original_name`, or `file`, the storage name) to find
     the image, and `label` (`final_label`, as in the label export, is accepted
-    too). Each row goes through `review_submit`, so the image's current label
-    follows, and `agreed` is set against the active version's prediction. A row
-    with no label, or the image's current one, is skipped (an export imports
-    back unchanged). An unknown image or label is a validation error of that
-    row; any error rolls the whole file back.
+    too). The rows are checked and applied by predictions.services.label_imports,
+    the one import service; this resource turns its outcomes into import-export's
+    result: a row that changes a label is "new", a row that changes nothing (no
+    label, the image's current one: an export imports back unchanged) or that
+    the rule protecting reviewed, claimed and gold images skips is "skip", and
+    an unknown image or label is a validation error of its row. A file with an
+    invalid row is applied not at all. Applied, the file is one undoable
+    LabelOperation whose reviews are by the importing user with source
+    "Imported" (`result.operation_result`; None when no label changes).
     """
-
-    IMAGE_COLUMNS = ("sha256", "original_name", "file")
-    LABEL_COLUMNS = ("label", "final_label")
 
     image = fields.Field(attribute="image", column_name="image", readonly=True)
     label = fields.Field(attribute="label", column_name="label", readonly=True)
@@ -272,14 +306,6 @@ class LabelImportResource(resources.ModelResource):
         model = Review
         name = "Labels (sha256 or original_name, label)"
         fields = ("image", "label")
-        force_init_instance = True
-        use_transactions = True
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._images: dict[tuple[str, str], list[Image]] = {}
-        self._labels: dict[str, Label] = {}
-        self._active_predictions: dict[int, Prediction] = {}
 
     def get_user_visible_fields(self):
         # What the import screen lists as the expected columns.
@@ -288,101 +314,47 @@ class LabelImportResource(resources.ModelResource):
             fields.Field(column_name="label"),
         ]
 
-    def import_data(self, dataset, *args, **kwargs):
-        # Any invalid row rolls back the whole file, whichever screen imports it.
-        kwargs["rollback_on_validation_errors"] = True
-        return super().import_data(dataset, *args, **kwargs)
+    def import_data(self, dataset, dry_run=False, raise_errors=False, **kwargs):
+        """Check every row in bulk, and apply the file unless `dry_run` or a row is invalid.
 
-    def before_import(self, dataset, **kwargs):
-        """Look up every image, label and active prediction the file names, in a few queries."""
-        headers = set(dataset.headers or ())
-        if not headers & set(self.IMAGE_COLUMNS) or not headers & set(self.LABEL_COLUMNS):
-            raise ValueError(
-                "The file needs a 'sha256' (or 'original_name' or 'file') column and a 'label' column; "
-                f"it has: {', '.join(dataset.headers or ()) or 'no header'}."
-            )
-        self._labels = {label.name: label for label in Label.objects.all()}
-        for column in self.IMAGE_COLUMNS:
-            if column not in headers:
+        Takes the user as `user=` and a Lead's choice to change reviewed images
+        as `overwrite_reviewed=`, as the admin passes them.
+        """
+        # Imported here: the service reads unescape_formula from this module.
+        from predictions.services.label_imports import RowOutcome, label_rows_apply, label_rows_check
+
+        user = kwargs.get("user")
+        overwrite = bool(kwargs.get("overwrite_reviewed"))
+        result = self.get_result_class()()
+        result.diff_headers = ["image", "label", "note"]
+        result.total_rows = len(dataset)
+        result.operation_result = None
+        try:
+            check = label_rows_check(
+                header=dataset.headers or [], rows=[list(row) for row in dataset], user=user,
+                overwrite_reviewed=overwrite,
+            )  # fmt: skip
+        except ValidationError as exc:
+            if raise_errors:
+                raise
+            result.append_base_error(self.get_error_result_class()(exc))
+            return result
+        for row in check.rows:
+            values = {"image": row.image_key or "-", "label": row.label_name or "-", "note": row.note}
+            if row.outcome == RowOutcome.INVALID:
+                errors = {name: ValidationError(message, code="invalid") for name, message in row.errors.items()}
+                result.append_invalid_row(row.number, values, ValidationError(errors))
+                result.totals[RowResult.IMPORT_TYPE_INVALID] += 1
                 continue
-            # The keys as _row_value reads them: an exported '=name is looked up as =name.
-            values = {_cell_text(value) for value in dataset[column] if value not in (None, "")}
-            lookup = {"sha256": "sha256__in", "original_name": "original_name__in", "file": "file__in"}[column]
-            for batch in id_chunks(sorted(values), IN_QUERY_MAX_IDS):
-                for image in Image.objects.filter(**{lookup: batch}):
-                    key_value = image.file.name if column == "file" else getattr(image, column)
-                    self._images.setdefault((column, key_value), []).append(image)
-        image_ids = [images[0].pk for images in self._images.values()]
-        active_version_id = model_version_active_id()
-        for ids in id_chunks(image_ids, IN_QUERY_MAX_IDS):
-            for prediction in Prediction.objects.filter(
-                image_id__in=ids, model_version_id=active_version_id
-            ).select_related("label"):
-                self._active_predictions[prediction.image_id] = prediction
-
-    def _row_value(self, row, columns) -> tuple[str, str]:
-        for column in columns:
-            value = row.get(column)
-            if value not in (None, ""):
-                return column, _cell_text(value)
-        return "", ""
-
-    def _find_image(self, row) -> Image:
-        column, value = self._row_value(row, self.IMAGE_COLUMNS)
-        if not column:
-            raise ValueError("No image given: fill 'sha256' (or 'original_name' or 'file').")
-        matches = self._images.get((column, value), [])
-        if not matches:
-            raise ValueError(f"No image with {column} '{value}'.")
-        if len(matches) > 1:
-            raise ValueError(f"{len(matches)} images have {column} '{value}'; give its sha256 instead.")
-        return matches[0]
-
-    def _find_label(self, row) -> Label | None:
-        _, value = self._row_value(row, self.LABEL_COLUMNS)
-        if not value:
-            return None
-        label = self._labels.get(value)
-        if label is None:
-            known = ", ".join(sorted(self._labels)) or "none defined"
-            raise ValueError(f"Unknown label '{value}' (known labels: {known}).")
-        return label
-
-    def import_instance(self, instance: Review, row, **kwargs):
-        errors = {}
-        for name, find in (("image", self._find_image), ("label", self._find_label)):
-            try:
-                setattr(instance, name, find(row))
-            except ValueError as exc:
-                errors[name] = ValidationError(str(exc), code="invalid")
-        if errors:
-            raise ValidationError(errors)
-        # No label (an unreviewed image in the label export) or the image's current
-        # one changes nothing: the row is skipped, so an export imports back as it was.
-        instance.import_unchanged = instance.label_id in (None, instance.image.final_label_id)
-
-    def skip_row(self, instance: Review, original, row, import_validation_errors=None) -> bool:
-        return not import_validation_errors and getattr(instance, "import_unchanged", False)
-
-    def save_instance(self, instance: Review, is_create, row, **kwargs):
-        review = review_submit(
-            image=instance.image,
-            reviewer=kwargs["user"],
-            label=instance.label,
-            prediction=self._active_predictions.get(instance.image.pk),
-            source=Review.Source.IMPORT,
-        )
-        # Later rows of the file compare against this label, as they would after a commit.
-        instance.image.final_label_id = review.label_id
-        # The row result (preview, admin log) reports the Review just written.
-        instance.pk = review.pk
-        instance.reviewer = review.reviewer
-        instance.prediction = review.prediction
-        instance.agreed = review.agreed
-        instance.source = review.source
-        instance.created_at = review.created_at
-
-
-def _cell_text(value: Any) -> str:
-    """An import cell as the text the export was given (stripped, formula quote removed)."""
-    return unescape_formula(str(value).strip())
+            row_result = self.get_row_result_class()()
+            row_result.import_type = (
+                RowResult.IMPORT_TYPE_NEW if row.outcome == RowOutcome.CHANGE else RowResult.IMPORT_TYPE_SKIP
+            )
+            row_result.diff = [values["image"], values["label"], values["note"]]
+            result.append_row_result(row_result)
+            result.increment_row_result_total(row_result)
+        if not dry_run and check.is_valid:
+            result.operation_result = label_rows_apply(
+                check=check, user=user, file_name=kwargs.get("file_name") or "a file", overwrite_reviewed=overwrite
+            )
+        return result

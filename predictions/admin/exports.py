@@ -1,9 +1,9 @@
-"""Admin: label export of images, label import of reviews, and the background export jobs.
+"""Admin: label export of images, and the background export jobs.
 
-`ImageExportMixin` goes on the image admin (images/admin.py), `ReviewImportMixin`
-on the review admin (predictions/admin/reviews.py); both are django-import-export
-admin mixins with this tool's rules added: CSV only, a background ExportJob above
-settings.EXPORT_SYNC_MAX_ROWS, and training-set actions.
+`ImageExportMixin` goes on the image admin (images/admin.py): django-import-export's
+admin mixin with this tool's rules added: CSV only, a background ExportJob above
+settings.EXPORT_SYNC_MAX_ROWS, and training-set actions. The label import is in
+predictions/admin/label_imports.py.
 """
 
 import csv
@@ -19,9 +19,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.html import format_html
-from import_export.admin import ExportActionMixin, ImportMixin
+from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import CSV
-from import_export.results import RowResult
 
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import ExportJob
@@ -29,7 +28,7 @@ from predictions.resources import (
     EXPORT_RESOURCES,
     ImageLabelResource,
     ImageLabelWithProbabilitiesResource,
-    LabelImportResource,
+    ImageLabelWithSuspectScoreResource,
 )
 from predictions.selectors.exports import training_set_rows
 from predictions.services.exports import (
@@ -117,7 +116,7 @@ class ImageExportMixin(ExportActionMixin):
     import-export makes it; above, an ExportJob writes it in the cluster.
     """
 
-    resource_classes = [ImageLabelResource, ImageLabelWithProbabilitiesResource]
+    resource_classes = [ImageLabelResource, ImageLabelWithProbabilitiesResource, ImageLabelWithSuspectScoreResource]
     show_change_form_export = False  # one image's row is on its page already
     # CSV only: the format the background export writes, and the one the
     # formula neutralisation is made for.
@@ -181,28 +180,6 @@ class ImageExportMixin(ExportActionMixin):
         if queryset.count() > settings.EXPORT_SYNC_MAX_ROWS:
             return self._export_in_background(request, queryset, resource_class=ImageLabelResource)
         return super().export_admin_action(request, queryset)
-
-
-class ReviewImportMixin(ImportMixin):
-    """Import existing labels (sha256 or file name, label) as Reviews, with the dry-run preview.
-
-    Each row becomes a Review by the importing user with source "Imported";
-    any unknown image or label is shown per row and nothing is applied.
-    Needs predictions.import_review (Leads).
-    """
-
-    resource_classes = [LabelImportResource]
-    import_formats = [CSV]
-
-    def add_success_message(self, result, request):
-        if result.has_errors() or result.has_validation_errors():
-            # Rolled back (the data changed between preview and confirm).
-            messages.error(
-                request, "Nothing imported: some rows are no longer valid. Upload the file again to see why."
-            )
-            return
-        created = result.totals[RowResult.IMPORT_TYPE_NEW]
-        messages.success(request, f"Import finished: {created} label(s) recorded as imported reviews.")
 
 
 @admin.register(ExportJob)

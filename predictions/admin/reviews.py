@@ -6,8 +6,9 @@ from django.contrib import admin
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from predictions.admin.exports import ReviewImportMixin
+from predictions.admin.gold import gold_toggle_view
 from predictions.admin.image_actions import ImageActionPermissionsMixin
+from predictions.admin.label_imports import ReviewImportMixin
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.admin.review_views import (
     ReviewDecideView,
@@ -16,7 +17,10 @@ from predictions.admin.review_views import (
     ReviewSkipView,
     ReviewUndoView,
 )
+from predictions.admin.reviewer_stats_views import ReviewerStatsView
+from predictions.admin.similar_views import LabelSimilarView, ReviewSimilarView
 from predictions.models import Review
+from predictions.selectors.quality import reviews_visible_to
 
 
 @admin.register(Review)
@@ -48,6 +52,9 @@ class ReviewAdmin(ReviewImportMixin, ReadOnlyAdminMixin, ImageActionPermissionsM
         url = reverse("admin:images_image_change", args=[review.image_id])
         return format_html('<a href="{}">{}</a>', url, review.image)
 
+    def get_queryset(self, request):
+        return reviews_visible_to(user=request.user, reviews=super().get_queryset(request))
+
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_review": self.has_review_permission(request)}
         return super().changelist_view(request, extra_context)
@@ -62,4 +69,8 @@ class ReviewAdmin(ReviewImportMixin, ReadOnlyAdminMixin, ImageActionPermissionsM
             path("screen/decide/", view(ReviewDecideView), name="predictions_review_decide"),
             path("screen/skip/", view(ReviewSkipView), name="predictions_review_skip"),
             path("screen/undo/", view(ReviewUndoView), name="predictions_review_undo"),
+            path("screen/similar/<int:image_id>/", view(ReviewSimilarView), name="predictions_review_similar"),
+            path("similar/<int:image_id>/label/", view(LabelSimilarView), name="predictions_review_label_similar"),
+            path("gold/<int:image_id>/", self.admin_site.admin_view(gold_toggle_view), name="predictions_review_gold"),
+            path("stats/", view(ReviewerStatsView), name="predictions_review_stats"),
         ] + super().get_urls()

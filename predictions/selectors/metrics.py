@@ -7,6 +7,11 @@ model was trained) cannot be predicted by the model at all, so those images are 
 out of accuracy, F1, precision and recall; they are counted and shown as an extra
 "other" row of the confusion matrix, so what the model says about them stays visible.
 
+A version retrained here is not scored on the images it was trained on (they
+flatter it): metrics and comparisons read the held-out images by default, count
+the training images they leave out, and can read the training images alone
+(``ImageScope``; ``ModelVersion.trained_images`` records them).
+
 numpy only: the web process must not import torch (torchmetrics would).
 """
 
@@ -23,6 +28,29 @@ from predictions.models import ModelVersion, Prediction
 
 OTHER = "other"
 CALIBRATION_BINS = 10
+
+
+class ImageScope:
+    """Which images a version is scored on: those it was not trained on (the default), or only those."""
+
+    HELD_OUT = "held-out"
+    TRAINING = "training"
+    ALL = (HELD_OUT, TRAINING)
+
+    @classmethod
+    def parse(cls, value: str | None) -> str:
+        """A query parameter's value as a scope; anything else is the default."""
+        return value if value in cls.ALL else cls.HELD_OUT
+
+
+def _trained_image_ids(versions: Sequence[ModelVersion]) -> QuerySet:
+    """The ids of the images any of ``versions`` was trained on, as a subquery."""
+    return ModelVersion.trained_images.through.objects.filter(modelversion__in=versions).values("image_id")
+
+
+def _scoped(queryset: QuerySet, *, image_field: str, versions: Sequence[ModelVersion], scope: str) -> QuerySet:
+    trained = {f"{image_field}__in": _trained_image_ids(versions)}
+    return queryset.filter(**trained) if scope == ImageScope.TRAINING else queryset.exclude(**trained)
 
 
 @dataclass(frozen=True)
@@ -176,10 +204,12 @@ def _confidence_bins(confidence: np.ndarray, correct: np.ndarray) -> list[Confid
     return bins
 
 
-def version_metrics(*, version: ModelVersion) -> ClassificationReport:
-    """The report for ``version`` over every reviewed image it has predicted."""
+def version_metrics(*, version: ModelVersion, scope: str = ImageScope.HELD_OUT) -> ClassificationReport:
+    """The report for ``version`` over the reviewed images it has predicted, in ``scope``:
+    by default those it was not trained on."""
+    reviewed = Prediction.objects.filter(model_version=version, image__final_label__isnull=False)
     rows = (
-        Prediction.objects.filter(model_version=version, image__final_label__isnull=False)
+        _scoped(reviewed, image_field="image_id", versions=[version], scope=scope)
         .order_by()
         .values_list("image__final_label__name", "label__name", "confidence")
     )
@@ -187,6 +217,14 @@ def version_metrics(*, version: ModelVersion) -> ClassificationReport:
     return classification_report(
         y_true=y_true, y_pred=y_pred, confidence=confidence, class_names=version.class_names
     )
+
+
+def version_metrics_left_out(*, version: ModelVersion, scope: str = ImageScope.HELD_OUT) -> int:
+    """How many reviewed images ``version`` predicted are outside ``scope`` (for the held-out
+    scope: the training images it leaves out)."""
+    reviewed = Prediction.objects.filter(model_version=version, image__final_label__isnull=False)
+    other = ImageScope.TRAINING if scope == ImageScope.HELD_OUT else ImageScope.HELD_OUT
+    return _scoped(reviewed, image_field="image_id", versions=[version], scope=other).count()
 
 
 def training_metrics_summary(metrics: dict) -> str:
@@ -210,18 +248,24 @@ class VersionComparison:
     # Images whose top-1 labels differ, annotated with label_a, confidence_a, label_b,
     # confidence_b; newest first.
     differing_images: QuerySet
+    scope: str = ImageScope.HELD_OUT
+    # Images both predicted that are outside the scope (for the held-out scope: those
+    # either version was trained on).
+    left_out: int = 0
 
 
-def versions_compare(*, a: ModelVersion, b: ModelVersion) -> VersionComparison:
-    """Top-1 agreement of two versions on the images both have predicted.
+def versions_compare(*, a: ModelVersion, b: ModelVersion, scope: str = ImageScope.HELD_OUT) -> VersionComparison:
+    """Top-1 agreement of two versions on the images both have predicted, in ``scope``: by
+    default those neither was trained on.
 
     One join per version on Prediction (unique per image and version), so the count
     and each page of the differing images are single queries.
     """
-    both = Image.objects.annotate(
+    predicted_by_both = Image.objects.annotate(
         prediction_a=FilteredRelation("predictions", condition=Q(predictions__model_version=a)),
         prediction_b=FilteredRelation("predictions", condition=Q(predictions__model_version=b)),
     ).filter(prediction_a__isnull=False, prediction_b__isnull=False)
+    both = _scoped(predicted_by_both, image_field="pk", versions=[a, b], scope=scope)
     # Labels are shared rows matched by name, so comparing ids compares names even when
     # the two versions order their classes differently.
     differing = (
@@ -237,8 +281,10 @@ def versions_compare(*, a: ModelVersion, b: ModelVersion) -> VersionComparison:
         .select_related("final_label")
         .order_by("-uploaded_at", "-id")
     )
+    both_predicted = both.count()
     return VersionComparison(
-        a=a, b=b, both_predicted=both.count(), differ=differing.count(), differing_images=differing
+        a=a, b=b, both_predicted=both_predicted, differ=differing.count(), differing_images=differing, scope=scope,
+        left_out=predicted_by_both.count() - both_predicted,
     )
 
 

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from images.models import UploadBatch
-from images.services import upload_files
+from images.services import batch_add_rejections, upload_files
 from predictions.models import ModelVersion, Prediction, PredictionFailure
 from predictions.services.prediction_rows import prediction_rows_build
 
@@ -73,7 +73,8 @@ def uploads_store(
     """Store the files that were predicted, as an admin upload would, with the predictions already made.
 
     Files that did not decode are not sent to storage (they would only be
-    rejected again; and a zip archive sent here must not be expanded). The
+    rejected again; and a zip archive sent here must not be expanded): the
+    batch counts and reports them as rejected, with their reasons. The
     prediction rows are written in the same transaction as the images, so the
     prediction job the upload queues once it commits finds them predicted and
     has nothing to do. A prediction that already exists is kept.
@@ -81,6 +82,10 @@ def uploads_store(
     predicted = [(file, outcome) for file, outcome in zip(files, result.outcomes) if outcome.prediction is not None]
     batch = upload_files(files=[file for file, _ in predicted], user=user, source=UploadBatch.Source.API)
     _match_report(predicted, batch.report)
+    # They were sent too: the batch counts them, after the stored ones, with their reasons.
+    batch_add_rejections(
+        batch=batch, rejections=[(outcome.name, outcome.error) for outcome in result.outcomes if outcome.prediction is None]
+    )
 
     # The same image sent twice is one stored image with one prediction.
     stored = list({outcome.image_id: outcome for _, outcome in predicted if outcome.image_id is not None}.values())

@@ -393,6 +393,22 @@ def test_zip_is_recognised_by_content_whatever_its_name(upload, make_image):
     assert batch.accepted_count == 1
 
 
+def test_an_empty_zip_leaves_a_report_line(upload, make_image):
+    batch = upload([("empty.zip", make_zip([])), ("fine.jpg", make_image(seed=1))])
+
+    assert batch.report[0] == {
+        "file": "empty.zip", "status": "rejected", "reason": "archive contains no files", "image_id": None,
+    }
+    assert (batch.accepted_count, batch.rejected_count, len(batch.report)) == (1, 1, 2)
+
+
+def test_a_picture_named_zip_is_judged_by_its_content(upload, make_image):
+    batch = upload([("photo.zip", make_image(seed=1))])
+
+    assert batch.report[0]["file"] == "photo.zip" and batch.report[0]["status"] == "accepted", batch.report
+    assert Image.objects.get().format == "JPEG"
+
+
 def test_bad_and_good_files_mixed_with_archives_in_one_upload(upload, bad_file_cases, zip_bomb, make_image):
     archive = make_zip([("z1.jpg", make_image(seed=11)), ("z2.png", make_image(seed=12, fmt="PNG"))])
     files = [(case.name, case.data) for case in bad_file_cases] + [("bomb.zip", zip_bomb), ("two.zip", archive)]

@@ -284,6 +284,7 @@ def test_store_creates_images_with_their_predictions_and_no_prediction_job(
         assert row.label.name == entry["label"]
         assert row.confidence == pytest.approx(entry["confidence"], abs=1e-6)
         assert row.probabilities[active_model_version.class_names.index(entry["label"])] == pytest.approx(row.confidence, abs=1e-6)
+        assert len(row.embedding) == 512 * 2, "the ResNet18 features of the same pass, float16"
     # The upload queued its prediction work on commit; there was nothing left to do.
     assert not PredictionJob.objects.exists()
     assert enqueue_predictions(image_ids=image_ids, reason="upload") is None
@@ -292,6 +293,21 @@ def test_store_creates_images_with_their_predictions_and_no_prediction_job(
         again = post_with_token(client, api_url + "?store=1", token_for(lead), uploads(images[:1])).json()
     assert again["predictions"][0]["image_id"] == image_ids[0]
     assert Prediction.objects.filter(image_id=image_ids[0]).count() == 1
+
+
+def test_a_stored_batch_counts_and_reports_the_files_that_failed(
+    active_model_version, lead, token_for, client, api_url, images
+):
+    from images.models import UploadBatch
+
+    sent = [images[0], ("notes.txt", b"not a picture"), ("empty.jpg", b"")]
+    body = post_with_token(client, api_url + "?store=1", token_for(lead), uploads(sent)).json()
+
+    batch = UploadBatch.objects.get(pk=body["batch_id"])
+    assert (batch.accepted_count, batch.rejected_count) == (1, 2)
+    entries = {entry["file"]: entry for entry in batch.report}
+    assert set(entries) == {images[0][0], "notes.txt", "empty.jpg"}
+    assert entries["notes.txt"]["status"] == "rejected" and entries["notes.txt"]["reason"] == body["errors"][0]["error"]
 
 
 def test_store_by_session_works_like_the_admin_upload(active_model_version, lead, client_for, api_url, images):

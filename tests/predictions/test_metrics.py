@@ -198,3 +198,68 @@ def test_compare_action_needs_exactly_two_versions(versions, lead, client_for):
 def test_reviewers_cannot_see_model_version_pages(page, active_model_version, reviewer, client_for):
     url = "/admin/predictions/modelversion/" + page.format(pk=active_model_version.pk)
     assert client_for(reviewer).get(url).status_code == 403
+
+
+# --- held-out images: a version is not scored on what it was trained on -----------------
+
+
+@pytest.fixture
+def trained_on(versions, image_factory, prediction_factory):
+    """va was trained on two reviewed images it gets right; it gets the one held-out image wrong."""
+    va, vb = versions
+    circle, square = Label.objects.get(name="circle"), Label.objects.get(name="square")
+    trained = [image_factory(final_label=circle), image_factory(final_label=circle)]
+    held_out = image_factory(final_label=square)
+    for image in trained:
+        prediction_factory(image=image, model_version=va, label="circle", confidence=0.99)
+        prediction_factory(image=image, model_version=vb, label="square", confidence=0.6)
+    prediction_factory(image=held_out, model_version=va, label="circle", confidence=0.8)
+    prediction_factory(image=held_out, model_version=vb, label="circle", confidence=0.7)
+    va.trained_images.set(trained)
+    return {"trained": trained, "held_out": held_out}
+
+
+def test_metrics_leave_out_the_training_images_by_default_and_show_them_apart(versions, trained_on):
+    from predictions.selectors.metrics import ImageScope, version_metrics_left_out
+
+    va, vb = versions
+
+    held_out = version_metrics(version=va)
+    training = version_metrics(version=va, scope=ImageScope.TRAINING)
+
+    assert (held_out.sample_count, held_out.accuracy) == (1, 0.0)
+    assert version_metrics_left_out(version=va) == 2
+    assert (training.sample_count, training.accuracy) == (2, 1.0)
+    assert version_metrics_left_out(version=va, scope=ImageScope.TRAINING) == 1
+    # A version trained elsewhere has nothing to leave out.
+    assert version_metrics(version=vb).sample_count == 3 and version_metrics_left_out(version=vb) == 0
+
+
+def test_compare_leaves_out_images_either_version_was_trained_on(versions, trained_on):
+    from predictions.selectors.metrics import ImageScope
+
+    va, vb = versions
+
+    comparison = versions_compare(a=va, b=vb)
+    training = versions_compare(a=va, b=vb, scope=ImageScope.TRAINING)
+
+    assert (comparison.both_predicted, comparison.differ, comparison.left_out) == (1, 0, 2)
+    assert (training.both_predicted, training.differ, training.left_out) == (2, 2, 1)
+    assert {image.pk for image in training.differing_images} == {image.pk for image in trained_on["trained"]}
+
+
+def test_metrics_and_compare_pages_say_what_they_left_out_and_link_to_it(versions, trained_on, lead, client_for):
+    va, vb = versions
+    client = client_for(lead)
+
+    page = client.get(f"/admin/predictions/modelversion/{va.pk}/metrics/")
+    training = client.get(f"/admin/predictions/modelversion/{va.pk}/metrics/?images=training")
+    compare = client.get(f"/admin/predictions/modelversion/compare/{va.pk}/{vb.pk}/")
+
+    text = " ".join(page.content.decode().split())
+    assert page.context["report"].sample_count == 1
+    assert "<strong>2</strong> reviewed images it was trained on left out." in text
+    assert 'href="?images=training"' in text
+    assert training.context["report"].sample_count == 2
+    assert "only those it was trained on" in " ".join(training.content.decode().split())
+    assert compare.context["comparison"].left_out == 2 and 'href="?images=training"' in compare.content.decode()

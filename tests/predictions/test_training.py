@@ -46,6 +46,9 @@ def test_training_from_reviews_makes_a_new_inactive_valid_version_with_metrics(
     assert {"val_acc", "val_f1", "train_size", "val_size"} <= set(new.metrics)
     assert new.metrics["train_size"] + new.metrics["val_size"] == 20
     assert new.metrics["reviewed_outside_classes"] == 2
+    # Its metrics leave out the images it learnt from: the 20 reviewed in its classes.
+    trained = {image.pk for image in reviewed_images if image.final_label.name in ("circle", "square")}
+    assert set(new.trained_images.values_list("pk", flat=True)) == trained
     assert ModelVersion.objects.get(is_active=True) == active_model_version
 
     listing = client.get("/admin/predictions/trainingjob/")
