@@ -141,17 +141,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='labelsuspicion',
             name='audit',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='suspicions', to='predictions.labelaudit'),
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='suspicions', to='predictions.labelaudit'),
         ),
         migrations.AddField(
             model_name='labelsuspicion',
             name='given_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
             model_name='labelsuspicion',
             name='given_label',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='predictions.label'),
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='predictions.label'),
         ),
         migrations.AddField(
             model_name='labelsuspicion',
@@ -161,7 +161,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='labelsuspicion',
             name='suggested_label',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='predictions.label'),
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='predictions.label'),
         ),
         migrations.AddIndex(
             model_name='labelsuspicion',

@@ -78,12 +78,15 @@ class LabelAudit(models.Model):
 class LabelSuspicion(models.Model):
     """One scored label of an audit: the given label, the one suggested, and how doubtful it is."""
 
-    audit = models.ForeignKey(LabelAudit, on_delete=models.CASCADE, related_name="suspicions")
+    # An audit writes a row per scored label (100k at a time): only the indexes its
+    # reads need. The audit's rows are found through the unique (audit, image) and
+    # ranking indexes; labels and users are never looked up from here.
+    audit = models.ForeignKey(LabelAudit, on_delete=models.CASCADE, related_name="suspicions", db_index=False)
     image = models.ForeignKey("images.Image", on_delete=models.CASCADE, related_name="suspicions")
-    given_label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
-    suggested_label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
+    given_label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+", db_index=False)
+    suggested_label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+", db_index=False)
     given_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     # cleanlab's label quality score: low means probably wrong.
     score = models.FloatField()
