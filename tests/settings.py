@@ -36,3 +36,6 @@ from reviewtool.settings import *  # noqa: E402,F403
 # start a real qcluster with its own settings.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Gold images are mixed into the queue at random; a test that counts queries or
+# expects a given item opts in (tests/predictions/test_gold.py sets the rate).
+REVIEW_GOLD_RATE = 0.0

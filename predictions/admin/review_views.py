@@ -20,6 +20,7 @@ from django.views import View
 from images.models import UploadBatch
 from predictions.models import Label, ModelVersion
 from predictions.selectors.dashboard import reviews_today_count
+from predictions.selectors.demo import demo_training_unfinished
 from predictions.selectors.queue import (
     QueueFilters,
     QueueOrder,
@@ -29,6 +30,7 @@ from predictions.selectors.queue import (
 )
 from predictions.selectors.review_items import review_item_undone, review_items
 from predictions.selectors.versions import model_version_or_active
+from predictions.services.quality import LEAD_PERMISSION
 from predictions.services.reviews import (
     ReviewConflict,
     review_claim_next,
@@ -99,6 +101,11 @@ def _int_list(values, *, limit: int = 20) -> list[int]:
     return [number for number in (_int_or_none(value) for value in values[:limit]) if number is not None]
 
 
+def _no_model_reason() -> str:
+    demo = demo_training_unfinished()
+    return demo.waiting_message if demo is not None else ""
+
+
 def _error(message: str, *, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
@@ -121,7 +128,12 @@ class ReviewScreenMixin:
     @cached_property
     def queue_form(self) -> ReviewQueueForm:
         # The endpoints carry the page's querystring, so they serve the queue the page shows.
-        return ReviewQueueForm(self.request.GET)
+        form = ReviewQueueForm(self.request.GET)
+        if not self.request.user.has_perm(LEAD_PERMISSION):
+            # Adjudication is a Lead's; asking for it gives a reviewer the default queue.
+            order = form.fields["order"]
+            order.choices = [choice for choice in order.choices if choice[0] != QueueOrder.ADJUDICATION]
+        return form
 
     @cached_property
     def filters(self) -> QueueFilters:
@@ -174,6 +186,8 @@ class ReviewScreenView(ReviewScreenMixin, View):
             "is_nav_sidebar_enabled": False,  # the image gets the room
             "form": self.queue_form,
             "model_version": model_version,
+            # On a first run, why there is nothing yet: the demo model is still training.
+            "no_model_reason": _no_model_reason() if model_version is None else "",
             "shortcuts": shortcuts,
             "config": config,
         }

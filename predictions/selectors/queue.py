@@ -33,6 +33,13 @@ from django.db.models import Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from predictions.models import Label, ModelVersion, Prediction, Review
+from predictions.selectors.label_audit import (
+    SUSPECTS_ORDER_BY,
+    label_audit_latest_finished,
+    label_suspects_not_by_q,
+    label_suspects_open_image_q,
+)
+from predictions.selectors.quality import ADJUDICATION, overlap_enabled, overlap_reviewed_by_q
 
 # Keys the review screen keeps for its own commands (skip, undo, help).
 RESERVED_KEYS = frozenset({"s", "z", "?"})
@@ -44,6 +51,10 @@ class QueueOrder(models.TextChoices):
     UPLOAD = "upload", "Oldest upload first"
     RANDOM = "random", "Random"
     AUDIT = "audit", "Audit (random)"
+    # Leads only: overlap images whose k independent reviews disagreed (predictions/selectors/quality.py).
+    ADJUDICATION = ADJUDICATION, "Adjudication (Leads)"
+    # Flagged labels of the latest label audit, re-checked by another reviewer (predictions/selectors/label_audit.py).
+    SUSPECTS = "suspects", "Suspected label errors"
 
 
 @dataclass(frozen=True)
@@ -61,11 +72,13 @@ class QueueFilters:
 
 
 def _order_by(order: str) -> tuple[str, ...]:
+    if order == QueueOrder.SUSPECTS:
+        return SUSPECTS_ORDER_BY  # most doubtful label first
     if order == QueueOrder.AUDIT:
         return ("id",)  # draws are made by review_queue_sample_ids; this only makes listings stable
     if order == QueueOrder.CONFIDENCE:
         return ("-confidence", "-id")
-    if order == QueueOrder.UPLOAD:
+    if order in (QueueOrder.UPLOAD, QueueOrder.ADJUDICATION):
         # Image ids follow the upload sequence, and the (image, model_version)
         # unique index serves this order without a sort.
         return ("image_id",)
@@ -83,8 +96,17 @@ _START_GENERATION_KEY = "review-queue-start-generation"
 
 
 def queue_open_image_q(*, filters: QueueFilters, prefix: str = "") -> Q:
-    """Which images a queue may serve: no current label, or (when asked) an auto-accepted one."""
+    """Which images a queue may serve: no current label, or (when asked) an auto-accepted one.
+
+    An overlap image whose reviews disagreed waits for a Lead: only the adjudication order serves it.
+    The suspects order serves labelled images: those its label audit flagged (selectors.label_audit).
+    """
+    if filters.order == QueueOrder.SUSPECTS:
+        return label_suspects_open_image_q(audit=label_audit_latest_finished(), prefix=prefix)
     open_images = Q(**{f"{prefix}final_label__isnull": True})
+    if filters.order == QueueOrder.ADJUDICATION:
+        return open_images & Q(**{f"{prefix}label_source": ADJUDICATION})
+    open_images &= ~Q(**{f"{prefix}label_source": ADJUDICATION})
     if filters.include_auto and filters.order != QueueOrder.AUDIT:
         open_images |= Q(**{f"{prefix}label_source": Review.Source.AUTO})
     return open_images
@@ -190,6 +212,11 @@ def review_queue(
         queue = queue.filter(**{f"{field}__{'gte' if ascending else 'lte'}": start})
     if exclude_image_ids:
         queue = queue.exclude(image_id__in=list(exclude_image_ids))
+    if filters.order == QueueOrder.SUSPECTS:
+        queue = queue.filter(label_suspects_not_by_q(reviewer=reviewer, prefix="image__"))
+    if overlap_enabled():
+        # Each of an overlap image's k reviews comes from a different reviewer.
+        queue = queue.exclude(overlap_reviewed_by_q(reviewer=reviewer, prefix="image__"))
     return queue.order_by(*_order_by(filters.order))
 
 

@@ -1,13 +1,16 @@
 """What the review screen shows of one queue item, as the JSON its script reads.
 
 An item is one prediction: the image's URLs and size, the predicted label and
-the top-k bars. The screen's views (predictions/admin/review_views.py) claim the
+the top-k bars (and, for a flagged label of the latest label audit, "suspicion":
+the given and suggested labels and the score). The screen's views (predictions/admin/review_views.py) claim the
 predictions; this module only reads and shapes them.
 """
 
 from django.urls import reverse
 
 from predictions.models import Label, ModelVersion, Prediction, Review
+from predictions.selectors.label_audit import review_items_suspicion
+from predictions.selectors.quality import review_items_quality
 
 TOP_K = 5
 
@@ -26,6 +29,7 @@ def _item(prediction: Prediction, *, model_version: ModelVersion, labels_by_name
             "width": image.width,
             "height": image.height,
             "change_url": reverse("admin:images_image_change", args=[image.pk]),
+            "similar_url": reverse("admin:predictions_review_similar", args=[image.pk]),
         },
         "prediction": {
             "id": prediction.pk,
@@ -50,7 +54,9 @@ def review_items(*, predictions: list[Prediction], model_version: ModelVersion |
     if not predictions:
         return []
     labels_by_name = {label.name: label for label in Label.objects.all()}
-    return [_item(p, model_version=model_version, labels_by_name=labels_by_name) for p in predictions]
+    items = [_item(p, model_version=model_version, labels_by_name=labels_by_name) for p in predictions]
+    items = review_items_suspicion(items=items, predictions=predictions)
+    return review_items_quality(items=items, predictions=predictions)
 
 
 def review_item_undone(*, review: Review, model_version: ModelVersion | None) -> dict | None:

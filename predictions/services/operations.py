@@ -30,6 +30,8 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import LabelOperation, Review
+from predictions.selectors.quality import image_label_state, image_review_rows
+from predictions.services.label_audit import label_audit_due_check
 from reviewtool.batching import id_chunks
 
 # Images per write transaction: a few hundred rows keep each write-lock hold
@@ -105,6 +107,9 @@ def label_operation_apply(
             progress(result, done)
     LabelOperation.objects.filter(pk=operation.pk).update(image_count=result.changed)
     operation.image_count = result.changed
+    if result.changed:
+        # New reviews count towards the automatic label audit (one cheap check per operation).
+        transaction.on_commit(label_audit_due_check, robust=True)
     return result
 
 
@@ -226,24 +231,10 @@ def label_operation_undo(*, operation: LabelOperation, user) -> int:
 
 
 def images_review_state_refresh(*, image_ids: Iterable[int]) -> None:
-    """Recompute the current label of many images from their reviews (latest live review wins)."""
+    """Recompute the current label of many images from their reviews (predictions.selectors.quality's
+    rule: the latest labelling review wins; gold checks never count; overlap reviews by majority)."""
     image_ids = list(image_ids)
-    latest: dict[int, dict] = {}
-    counts: Counter = Counter()
-    live = (
-        Review.objects.filter(image_id__in=image_ids, undone_at__isnull=True)
-        .order_by("image_id", "-created_at", "-id")
-        .values("image_id", "label_id", "reviewer_id", "created_at", "source")
-    )
-    for review in live:
-        counts[review["image_id"]] += 1
-        latest.setdefault(review["image_id"], review)
+    rows = image_review_rows(image_ids=image_ids)
     for image_id in image_ids:
-        review = latest.get(image_id)
-        Image.objects.filter(pk=image_id).update(
-            final_label_id=review["label_id"] if review else None,
-            reviewed_by_id=review["reviewer_id"] if review else None,
-            reviewed_at=review["created_at"] if review else None,
-            label_source=review["source"] if review else "",
-            review_count=counts[image_id],
-        )
+        state = image_label_state(rows.get(image_id, []))
+        Image.objects.filter(pk=image_id).update(**state.as_update())

@@ -7,6 +7,7 @@ import random
 from collections.abc import Collection
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -25,21 +26,19 @@ from predictions.selectors.queue import (
     review_queue_sample_ids,
     review_queue_starts_invalidate,
 )
+from predictions.selectors.label_audit import label_suspect_is_open
+from predictions.selectors.quality import GOLD, NOT_LABELLING, image_label_state, image_review_rows
 from predictions.selectors.versions import model_version_active, model_version_or_active
+from predictions.services.label_audit import label_audit_due_check
 from predictions.services.operations import LabelDecision, OperationResult, label_operation_apply
+from predictions.services.quality import gold_draw_count, gold_mix_in, gold_pick, review_decision_order
 
 
 def image_review_state_refresh(*, image: Image) -> None:
-    """Recompute the image's current label from its reviews (latest non-undone wins)."""
-    live = Review.objects.filter(image=image, undone_at__isnull=True).order_by("-created_at", "-id")
-    latest = live.first()
-    Image.objects.filter(pk=image.pk).update(
-        final_label=latest.label_id if latest else None,
-        reviewed_by=latest.reviewer_id if latest else None,
-        reviewed_at=latest.created_at if latest else None,
-        label_source=latest.source if latest else "",
-        review_count=live.count(),
-    )
+    """Recompute the image's current label from its live reviews (selectors.quality.image_label_state:
+    the latest labelling decision wins; gold checks never count; overlap decisions by majority)."""
+    rows = image_review_rows(image_ids=[image.pk]).get(image.pk, [])
+    Image.objects.filter(pk=image.pk).update(**image_label_state(rows).as_update())
 
 
 @transaction.atomic
@@ -56,7 +55,8 @@ def review_submit(
     """Record one decision and make it the image's current label.
 
     `queue_order`: the review screen's order that served the image ("audit" puts
-    the review in auto-accept's random sample).
+    the review in auto-accept's random sample); "gold" and "overlap" record the
+    decision without making it the label (predictions/selectors/quality.py).
     """
     if seconds_spent is not None and not math.isfinite(seconds_spent):
         # float("inf") parses from a request; it would skew every time statistic.
@@ -71,12 +71,21 @@ def review_submit(
         seconds_spent=seconds_spent,
         queue_order=queue_order,
     )
+    # The automatic label audit: a cached threshold compared with the new id; robust, so a
+    # failing check is logged and never fails the decision (predictions.services.label_audit).
+    transaction.on_commit(partial(label_audit_due_check, review_id=review.pk), robust=True)
+    if queue_order in NOT_LABELLING:
+        # A gold check leaves the label alone; an overlap decision counts towards the majority.
+        if queue_order != GOLD:
+            image_review_state_refresh(image=image)
+        Image.objects.filter(pk=image.pk, claimed_by=reviewer).update(claimed_by=None, claimed_until=None)
+        return review
     Image.objects.filter(pk=image.pk).update(
         final_label=label,
         reviewed_by=reviewer,
         reviewed_at=review.created_at,
         label_source=source,
-        review_count=Review.objects.filter(image=image, undone_at__isnull=True).count(),
+        review_count=Review.objects.filter(image=image, undone_at__isnull=True).exclude(queue_order=GOLD).count(),
         claimed_by=None,
         claimed_until=None,
     )
@@ -133,11 +142,15 @@ def review_claim_next(
     count = min(count, settings.REVIEW_MAX_OPEN_CLAIMS)
     if model_version is None or count < 1:
         return []
+    # Gold images (settings.REVIEW_GOLD_RATE of the items, not claimed) fill some places.
+    avoid = set(exclude_image_ids) | set(skipped_image_ids)
+    gold_wanted = gold_draw_count(count=count, order=filters.order)
+    gold = gold_pick(reviewer=reviewer, model_version=model_version, wanted=gold_wanted, avoid=avoid)
     claimed = _claim_more(
         reviewer=reviewer,
         filters=filters,
         model_version=model_version,
-        count=count,
+        count=count - len(gold),
         held=set(exclude_image_ids),
         skipped=set(skipped_image_ids),
         now=now,
@@ -145,7 +158,9 @@ def review_claim_next(
     )
     if claimed:
         _claims_trim(reviewer=reviewer, now=now, keep=settings.REVIEW_MAX_OPEN_CLAIMS)
-    return claimed
+    return gold_mix_in(
+        reviewer=reviewer, filters=filters, model_version=model_version, claimed=claimed, gold=gold, avoid=avoid
+    )
 
 
 def _claims_trim(*, reviewer, now, keep: int) -> None:
@@ -232,7 +247,9 @@ def review_decide(
     live review or another reviewer holds it, so a decision made after one's
     claim ran out never silently replaces someone else's. With `include_auto`
     (the queue's "Include auto-accepted" filter) an auto-accepted label is not
-    such a review: the decision supersedes it.
+    such a review: the decision supersedes it. So with `queue_order` "suspects" for a
+    label the latest audit flagged and nobody re-checked since: the decision is a
+    second review (the first stays in the history), refused to the one who gave the label.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -258,7 +275,13 @@ def review_decide(
             if label is None:
                 raise ValidationError(f"Label {label_id} does not exist.")
         reopened = include_auto and image.label_source == Review.Source.AUTO
-        if image.final_label_id is not None and not reopened:
+        if queue_order == QueueOrder.SUSPECTS and image.final_label_id is not None:
+            # A flagged label re-checked: a second opinion, from anyone but the one who gave it.
+            if image.reviewed_by_id == reviewer.pk:
+                raise ReviewConflict(f"You gave {image} its label: another reviewer re-checks it.")
+            reopened = reopened or label_suspect_is_open(image_id=image.pk)
+        queue_order = review_decision_order(image=image, reviewer=reviewer, queue_order=queue_order, reopened=reopened)
+        if image.final_label_id is not None and not reopened and queue_order != GOLD:
             raise ReviewConflict(f"{image} was already reviewed.")
         if image.claimed_by_id not in (None, reviewer.pk) and image.claimed_until and image.claimed_until >= now:
             raise ReviewConflict(f"{image} is being reviewed by someone else.")

@@ -25,6 +25,9 @@
         left: document.getElementById("review-left"),
         message: document.getElementById("review-message"),
         help: document.getElementById("review-help"),
+        suspicion: document.getElementById("review-suspicion"),
+        similar: document.getElementById("review-similar"),
+        votes: document.getElementById("review-votes"),
     };
 
     const state = {
@@ -103,6 +106,66 @@
         }
     }
 
+    /* A label the latest audit flagged ("Suspected label errors" order): the label given, the one suggested, the score. */
+    function renderSuspicion(item) {
+        if (!el.suspicion) return;
+        const suspicion = item ? item.suspicion : null;
+        el.suspicion.hidden = !suspicion;
+        for (const button of el.labels.querySelectorAll("[data-label-id]")) {
+            button.classList.toggle("given", Boolean(suspicion) && Number(button.dataset.labelId) === suspicion.given_label_id);
+        }
+        if (!suspicion) return;
+        el.suspicion.querySelector("[data-field=given]").textContent = suspicion.given_label;
+        el.suspicion.querySelector("[data-field=suggested]").textContent = suspicion.suggested_label;
+        el.suspicion.querySelector("[data-field=score]").textContent = suspicion.score.toFixed(3);
+    }
+
+    /* An image waiting for adjudication (Leads): what the independent reviewers said. */
+    function renderVotes(item) {
+        if (!el.votes) return;
+        const votes = item ? item.votes : null;
+        el.votes.hidden = !votes;
+        el.votes.querySelector("[data-field=votes]").textContent = votes
+            ? votes.map((vote) => vote.label + " ×" + vote.count).join(", ")
+            : "";
+    }
+
+    /* More like this: the images most like the current one, with their labels (asked once per image;
+     * not for a blind review, where labels would tell what the model's suggestion is hidden to avoid). */
+    const similarAsked = new Map();
+    function renderSimilar(item) {
+        if (!el.similar) return;
+        const strip = el.similar.querySelector("[data-field=strip]");
+        strip.replaceChildren();
+        el.similar.hidden = true;
+        if (!item || item.prediction.blind || !item.image.similar_url) return;
+        if (similarAsked.size > 50) similarAsked.clear();
+        if (!similarAsked.has(item.image.id)) {
+            similarAsked.set(item.image.id, fetch(item.image.similar_url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+                .then((response) => (response.ok ? response.json() : {items: []}))
+                .catch(() => ({items: []})));
+        }
+        similarAsked.get(item.image.id).then((data) => {
+            if (state.items[0] !== item) return; // the screen has moved on
+            for (const other of data.items) {
+                const link = document.createElement("a");
+                link.href = other.change_url;
+                link.target = "_blank";
+                link.title = other.name + " (" + other.similarity.toFixed(2) + ")";
+                const thumb = document.createElement("img");
+                thumb.alt = "";
+                thumb.loading = "lazy";
+                if (other.thumbnail_url) thumb.src = other.thumbnail_url;
+                const caption = document.createElement("span");
+                caption.textContent = (other.label ? other.label + (other.reviewed ? "" : "?") + " " : "") + other.similarity.toFixed(2);
+                caption.classList.toggle("reviewed", other.reviewed);
+                link.append(thumb, caption);
+                strip.append(link);
+            }
+            el.similar.hidden = data.items.length === 0;
+        });
+    }
+
     function show() {
         const item = state.items[0];
         el.stage.classList.remove("zoomed");
@@ -116,6 +179,9 @@
             el.predicted.textContent = "";
             el.confidence.textContent = "";
             el.bars.replaceChildren();
+            renderSuspicion(null);
+            renderSimilar(null);
+            renderVotes(null);
             el.empty.hidden = !state.exhausted;
             if (!state.exhausted) say("Loading…");
             renderCounters();
@@ -129,9 +195,14 @@
         el.image.classList.toggle("fit", item.image.width < 400 && item.image.height < 400);
         el.name.textContent = item.image.name;
         el.name.href = item.image.change_url;
-        el.predicted.textContent = item.prediction.label;
-        el.confidence.textContent = (item.prediction.confidence * 100).toFixed(1) + "%";
+        // Blind review (an overlap image with REVIEW_BLIND): the model's suggestion is not sent.
+        const blind = Boolean(item.prediction.blind);
+        el.predicted.textContent = blind ? "hidden (independent review)" : item.prediction.label;
+        el.confidence.textContent = blind ? "" : (item.prediction.confidence * 100).toFixed(1) + "%";
         renderBars(item.prediction);
+        renderSuspicion(item);
+        renderVotes(item);
+        renderSimilar(item);
         renderCounters();
         state.shownAt = performance.now();
         fill();
@@ -172,6 +243,10 @@
     function decide(label) {
         const item = state.items[0];
         if (!item) return;
+        if (label === "confirm" && item.prediction.blind) {
+            say("The model's label is hidden for this image: choose a label.", true);
+            return;
+        }
         const fields = {image: item.image.id, prediction: item.prediction.id, label: label, seconds: secondsSpent()};
         state.items.shift();
         state.left -= 1;

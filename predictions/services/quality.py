@@ -1,0 +1,159 @@
+"""Reviewer quality, the writes: gold images marked by Leads and mixed into the queue,
+and which kind of decision (gold check, overlap review, adjudication) a screen decision is.
+
+The rules (what counts, what an image's reviews decide) are in
+predictions/selectors/quality.py; the statistics in predictions/selectors/reviewer_stats.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+
+from images.models import Image
+from predictions.models import ModelVersion, Prediction, Review
+from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP, image_in_overlap
+from predictions.selectors.queue import QueueFilters, QueueOrder, review_queue
+
+# Who may mark gold images and adjudicate: Leads (predictions/roles.py).
+LEAD_PERMISSION = "predictions.change_review"
+
+
+class GoldSkip:
+    UNREVIEWED = "no label yet"
+    AUTO = "label not checked by a person (auto-accepted)"
+    UNCHANGED = "already so"
+
+
+@dataclass
+class GoldResult:
+    changed: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def skipped_text(self) -> str:
+        return ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
+
+
+@transaction.atomic
+def images_gold_set(*, image_ids: Collection[int], gold: bool) -> GoldResult:
+    """Mark images gold (or unmark them). Only an image with a label a person gave can be gold:
+    its label is the reference a reviewer's decision is compared with."""
+    result = GoldResult()
+    rows = Image.objects.filter(pk__in=list(image_ids)).values_list("pk", "is_gold", "final_label_id", "label_source")
+    changing = []
+    for pk, is_gold, final_label_id, label_source in rows:
+        if is_gold == gold:
+            result.skipped[GoldSkip.UNCHANGED] += 1
+        elif gold and final_label_id is None:
+            result.skipped[GoldSkip.UNREVIEWED] += 1
+        elif gold and label_source == Review.Source.AUTO:
+            result.skipped[GoldSkip.AUTO] += 1
+        else:
+            changing.append(pk)
+    guard = {"final_label__isnull": False} if gold else {}
+    result.changed = Image.objects.filter(pk__in=changing, **guard).update(is_gold=gold)
+    return result
+
+
+# --- the queue: gold images mixed in --------------------------------------------------
+
+
+def gold_draw_count(*, count: int, order: str, rng: random.Random | None = None) -> int:
+    """How many of `count` screen items are gold: each is, independently, with REVIEW_GOLD_RATE.
+
+    None in the adjudication order (a Lead's queue of disagreements, not a measurement).
+    """
+    if order == QueueOrder.ADJUDICATION or settings.REVIEW_GOLD_RATE <= 0:
+        return 0
+    rng = rng or random
+    return sum(1 for _ in range(count) if rng.random() < settings.REVIEW_GOLD_RATE)
+
+
+def gold_pick(
+    *, reviewer, model_version: ModelVersion, wanted: int, avoid: Collection[int], rng: random.Random | None = None
+) -> list[Prediction]:
+    """Up to `wanted` gold images (their `model_version` prediction) this reviewer never decided.
+
+    "Never": no live decision of theirs on the image at all, a gold check or the
+    decision that made its label, so nobody is measured on an image they remember.
+    An undone gold check does not count, so the image may come back. Gold images
+    are not claimed: several reviewers may look at one at the same time.
+    """
+    if wanted < 1:
+        return []
+    decided = Review.objects.filter(image_id=OuterRef("image_id"), reviewer=reviewer, undone_at__isnull=True)
+    candidates = list(
+        Prediction.objects.filter(model_version=model_version, image__is_gold=True)
+        .exclude(image_id__in=list(avoid))
+        .exclude(Exists(decided))
+        .values_list("pk", flat=True)
+    )
+    picked = (rng or random).sample(candidates, min(wanted, len(candidates)))
+    rows = Prediction.objects.select_related("image", "label").in_bulk(picked)
+    return [rows[pk] for pk in picked]
+
+
+def gold_mix_in(
+    *,
+    reviewer,
+    filters: QueueFilters,
+    model_version: ModelVersion,
+    claimed: list[Prediction],
+    gold: list[Prediction],
+    avoid: Collection[int],
+    rng: random.Random | None = None,
+) -> list[Prediction]:
+    """The claimed items with the gold ones at random places; no gold once the queue is empty
+    (a queue that keeps serving after "nothing left" would tell which images are gold)."""
+    if not gold:
+        return claimed
+    if not claimed and not review_queue(
+        reviewer=reviewer, filters=filters, model_version=model_version, exclude_image_ids=avoid
+    ).exists():
+        return []
+    rng = rng or random
+    mixed = list(claimed)
+    for prediction in gold:
+        mixed.insert(rng.randint(0, len(mixed)), prediction)
+    return mixed
+
+
+# --- a screen decision: which kind it is ------------------------------------------------
+
+
+def review_decision_order(*, image: Image, reviewer, queue_order: str, reopened: bool = False) -> str:
+    """The queue_order a screen decision on `image` is recorded with, or ReviewConflict.
+
+    Read from the image, never from what the screen says: gold, adjudication and
+    overlap are the server's knowledge. A gold image gives a gold check (once per
+    reviewer while it stands); an image waiting for adjudication takes a Lead's
+    decision from the adjudication order only; an open overlap image takes one
+    decision per reviewer. Anything else keeps the order that served it.
+    """
+    from predictions.services.reviews import ReviewConflict
+
+    def decided_before(**kinds) -> bool:
+        return Review.objects.filter(image=image, reviewer=reviewer, undone_at__isnull=True, **kinds).exists()
+
+    if image.is_gold:
+        if decided_before():
+            raise ReviewConflict(f"{image} was already reviewed by you.")
+        return GOLD
+    waiting = image.final_label_id is None and image.label_source == ADJUDICATION
+    if queue_order == ADJUDICATION or waiting:
+        if not (waiting and queue_order == ADJUDICATION and reviewer.has_perm(LEAD_PERMISSION)):
+            raise ReviewConflict(
+                f"{image} waits for a Lead's adjudication." if waiting else f"{image} is not waiting for adjudication."
+            )
+        return ADJUDICATION
+    if image.final_label_id is None and not reopened and image_in_overlap(image.pk):
+        if decided_before(queue_order=OVERLAP):
+            raise ReviewConflict(f"{image} was already reviewed by you; it waits for other reviewers.")
+        return OVERLAP
+    return queue_order

@@ -1,0 +1,294 @@
+"""Gold images: marked by Leads, mixed into the queue without telling, decisions on them
+never change their label, and each reviewer's gold accuracy with an exact interval."""
+
+import random
+from collections import Counter
+
+import pytest
+from django.urls import reverse
+
+from images.models import Image
+from predictions.models import Label, Review
+from predictions.selectors.queue import QueueFilters, QueueOrder
+from predictions.selectors.review_items import review_items
+from predictions.selectors.reviewer_stats import gold_accuracy
+from predictions.services.quality import GoldSkip, gold_draw_count, images_gold_set
+from predictions.services.reviews import (
+    ReviewConflict,
+    review_claim_next,
+    review_claim_release,
+    review_decide,
+    review_submit,
+    review_undo_last,
+)
+from tests.conftest import DEMO_CLASSES
+
+CHANGELIST = "admin:images_image_changelist"
+
+
+@pytest.fixture
+def no_gold(settings):
+    settings.REVIEW_GOLD_RATE = 0.0
+
+
+@pytest.fixture
+def always_gold(settings):
+    settings.REVIEW_GOLD_RATE = 1.0
+
+
+@pytest.fixture
+def gold_image(prediction_factory, lead):
+    """A reviewed image ("square"; the model said "circle") marked gold."""
+    prediction = prediction_factory(name="gold.jpg", label="circle", confidence=0.55)
+    review_submit(image=prediction.image, reviewer=lead, label=Label.objects.get(name="square"))
+    assert images_gold_set(image_ids=[prediction.image_id], gold=True).changed == 1
+    return Image.objects.get(pk=prediction.image_id)
+
+
+@pytest.fixture
+def open_images(prediction_factory):
+    return [prediction_factory(name=f"open{n}.jpg", confidence=0.3 + 0.1 * n).image for n in range(3)]
+
+
+# --- marking --------------------------------------------------------------------------
+
+
+def test_only_images_a_person_labelled_become_gold(prediction_factory, lead):
+    reviewed = prediction_factory(name="r.jpg").image
+    review_submit(image=reviewed, reviewer=lead, label=Label.objects.get(name="star"))
+    unreviewed = prediction_factory(name="u.jpg").image
+    auto = prediction_factory(name="a.jpg").image
+    review_submit(image=auto, reviewer=lead, label=Label.objects.get(name="star"), source=Review.Source.AUTO)
+
+    result = images_gold_set(image_ids=[reviewed.pk, unreviewed.pk, auto.pk], gold=True)
+
+    assert result.changed == 1
+    assert result.skipped == Counter({GoldSkip.UNREVIEWED: 1, GoldSkip.AUTO: 1})
+    assert list(Image.objects.filter(is_gold=True).values_list("original_name", flat=True)) == ["r.jpg"]
+    assert images_gold_set(image_ids=[reviewed.pk], gold=False).changed == 1
+    assert not Image.objects.filter(is_gold=True).exists()
+
+
+def test_a_lead_marks_and_unmarks_gold_from_the_changelist(client_for, lead, prediction_factory):
+    image = prediction_factory(name="r.jpg").image
+    review_submit(image=image, reviewer=lead, label=Label.objects.get(name="star"))
+    client = client_for(lead)
+
+    response = client.post(
+        reverse(CHANGELIST), {"action": "mark_gold", "_selected_action": [image.pk]}, follow=True
+    )
+    assert "1 image(s) marked as gold" in response.content.decode()
+    assert Image.objects.get(pk=image.pk).is_gold
+
+    client.post(reverse(CHANGELIST), {"action": "unmark_gold", "_selected_action": [image.pk]})
+    assert not Image.objects.get(pk=image.pk).is_gold
+
+
+def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, reviewer, gold_image):
+    client = client_for(reviewer)
+    changelist = client.get(reverse(CHANGELIST)).content.decode()
+    assert "mark_gold" not in changelist and "is_gold" not in changelist
+
+    client.post(reverse(CHANGELIST), {"action": "unmark_gold", "_selected_action": [gold_image.pk]})
+    assert Image.objects.get(pk=gold_image.pk).is_gold
+    toggle = client.post(reverse("admin:predictions_review_gold", args=[gold_image.pk]), {"gold": "0"})
+    assert toggle.status_code == 403
+    assert Image.objects.get(pk=gold_image.pk).is_gold
+
+    # The image page neither says it is gold nor shows its reference label or history.
+    page = client.get(reverse("admin:images_image_change", args=[gold_image.pk])).content.decode()
+    assert "field-final_label" not in page and "field-review_history" not in page and "Gold" not in page
+    assert "field-predictions_panel" in page  # the rest of the page is there
+
+
+def test_the_image_page_button_marks_and_unmarks_gold_for_a_lead(client_for, lead, prediction_factory):
+    image = prediction_factory(name="r.jpg").image
+    review_submit(image=image, reviewer=lead, label=Label.objects.get(name="star"))
+    client = client_for(lead)
+    page = client.get(reverse("admin:images_image_change", args=[image.pk])).content.decode()
+    toggle = reverse("admin:predictions_review_gold", args=[image.pk])
+    assert f'formaction="{toggle}"' in page and "Mark as gold" in page
+
+    response = client.post(toggle, {"gold": "1"}, follow=True)
+    assert "Image “r.jpg” is now gold" in response.content.decode()
+    assert "Unmark gold" in response.content.decode()
+    assert Image.objects.get(pk=image.pk).is_gold
+    client.post(toggle, {"gold": "0"})
+    assert not Image.objects.get(pk=image.pk).is_gold
+
+
+# --- the queue -----------------------------------------------------------------------
+
+
+def test_gold_draw_follows_the_rate(settings):
+    """Binomial(20000, 0.05): mean 1000, sd 30.8; the band of ±5 sd fails with probability < 1e-6."""
+    settings.REVIEW_GOLD_RATE = 0.05
+    drawn = gold_draw_count(count=20000, order=QueueOrder.UNCERTAINTY, rng=random.Random(7))
+    assert 846 < drawn < 1154
+    assert gold_draw_count(count=100, order=QueueOrder.ADJUDICATION, rng=random.Random(7)) == 0
+    settings.REVIEW_GOLD_RATE = 0.0
+    assert gold_draw_count(count=100, order=QueueOrder.UNCERTAINTY) == 0
+
+
+def test_a_gold_image_is_served_like_any_open_image(always_gold, reviewer, gold_image, open_images):
+    claimed = review_claim_next(reviewer=reviewer, filters=QueueFilters(), count=2)
+
+    # Both places drawn gold at rate 1: the one gold image there is, and an open image for the other.
+    assert sorted(p.image_id for p in claimed) == sorted([gold_image.pk, open_images[0].pk])
+    gold_prediction = next(p for p in claimed if p.image_id == gold_image.pk)
+    gold_item = review_items(predictions=[gold_prediction], model_version=gold_prediction.model_version)[0]
+    open_prediction = open_images[0].predictions.select_related("image", "label").get()
+    open_item = review_items(predictions=[open_prediction], model_version=open_prediction.model_version)[0]
+    assert gold_item.keys() == open_item.keys()
+    assert gold_item["image"].keys() == open_item["image"].keys()
+    assert gold_item["prediction"].keys() == open_item["prediction"].keys()
+    assert gold_item["prediction"]["label"] == "circle"  # the model's suggestion, as for any image
+    assert Image.objects.get(pk=gold_image.pk).claimed_by is None  # gold images are not claimed
+    # Exactly the item the same image would give were it open and not gold: nothing tells.
+    Image.objects.filter(pk=gold_image.pk).update(is_gold=False, final_label=None, reviewed_by=None, label_source="")
+    as_open = gold_prediction.__class__.objects.select_related("image", "label").get(pk=gold_prediction.pk)
+    assert review_items(predictions=[as_open], model_version=as_open.model_version)[0] == gold_item
+
+
+def test_no_gold_once_the_queue_is_empty(always_gold, reviewer, gold_image):
+    assert review_claim_next(reviewer=reviewer, filters=QueueFilters(), count=2) == []
+
+
+def test_without_gold_images_the_places_go_to_open_ones(always_gold, reviewer, open_images):
+    assert len(review_claim_next(reviewer=reviewer, filters=QueueFilters(), count=2)) == 2
+
+
+def test_a_decision_on_gold_is_a_gold_check_that_never_changes_the_label(
+    always_gold, client_for, reviewer, lead, gold_image, open_images
+):
+    before = Image.objects.get(pk=gold_image.pk)
+    circle = Label.objects.get(name="circle")
+
+    version = gold_image.predictions.get().model_version
+    review = review_decide(
+        reviewer=reviewer, image_id=gold_image.pk, label_id=circle.pk, model_version=version, seconds_spent=2.0
+    )
+
+    assert review.queue_order == "gold" and review.label == circle and review.agreed is True
+    after = Image.objects.get(pk=gold_image.pk)
+    assert (after.final_label, after.reviewed_by, after.reviewed_at, after.review_count, after.label_source) == (
+        before.final_label, before.reviewed_by, before.reviewed_at, before.review_count, before.label_source,
+    )
+    # Never twice: not served again, and a second decision is refused.
+    served = review_claim_next(reviewer=reviewer, filters=QueueFilters(), count=2)
+    assert gold_image.pk not in {p.image_id for p in served}
+    with pytest.raises(ReviewConflict):
+        review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=circle.pk)
+    # The lead who labelled it is never measured on it.
+    assert gold_image.pk not in {p.image_id for p in review_claim_next(reviewer=lead, filters=QueueFilters(), count=2)}
+    # The history shows it as a gold check.
+    page = client_for(lead).get(reverse("admin:images_image_change", args=[gold_image.pk])).content.decode()
+    assert "gold check: the label stays" in page
+
+
+def test_undoing_a_gold_check_leaves_the_label_and_lets_it_come_back(always_gold, reviewer, gold_image, open_images):
+    review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=Label.objects.get(name="star").pk)
+    assert review_undo_last(reviewer=reviewer) is not None
+
+    image = Image.objects.get(pk=gold_image.pk)
+    assert image.final_label.name == "square" and image.claimed_by is None
+    again = review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=Label.objects.get(name="square").pk)
+    assert again.queue_order == "gold"
+
+
+def test_the_screen_serves_gold_and_records_the_check(always_gold, client_for, reviewer, gold_image, open_images):
+    client = client_for(reviewer)
+    items = client.post(reverse("admin:predictions_review_next"), {"count": 1}).json()["items"]
+    assert [item["image"]["id"] for item in items] == [gold_image.pk]
+
+    answer = client.post(
+        reverse("admin:predictions_review_decide"),
+        {"image": gold_image.pk, "label": "confirm", "prediction": items[0]["prediction"]["id"], "seconds": "3"},
+    )
+
+    assert answer.status_code == 200 and answer.json()["label"] == "circle"
+    assert Review.objects.get(pk=answer.json()["review"]).queue_order == "gold"
+    assert Image.objects.get(pk=gold_image.pk).final_label.name == "square"
+
+
+def test_gold_is_never_mixed_into_the_adjudication_order(always_gold, lead, gold_image, open_images):
+    filters = QueueFilters(order=QueueOrder.ADJUDICATION)
+    assert review_claim_next(reviewer=lead, filters=filters, count=2) == []
+
+
+# --- accuracy ------------------------------------------------------------------------
+
+
+def test_gold_accuracy_counts_checks_against_the_current_gold_label(
+    no_gold, reviewer, second_reviewer, lead, prediction_factory
+):
+    images = [prediction_factory(name=f"g{n}.jpg", label="circle").image for n in range(4)]
+    labels = {label.name: label for label in Label.objects.all()}
+    golds = []
+    for image in images:
+        review_submit(image=image, reviewer=lead, label=labels["square"])
+        golds.append(image)
+    images_gold_set(image_ids=[image.pk for image in golds], gold=True)
+    for image, answer in zip(golds, ["square", "square", "square", "star"], strict=True):
+        review_decide(reviewer=reviewer, image_id=image.pk, label_id=labels[answer].pk)
+    review_decide(reviewer=second_reviewer, image_id=golds[0].pk, label_id=labels["star"].pk)
+    images_gold_set(image_ids=[golds[3].pk], gold=False)  # withdrawn: its checks no longer count
+
+    accuracy = gold_accuracy()
+
+    assert (accuracy[reviewer.pk].successes, accuracy[reviewer.pk].n) == (3, 3)
+    assert accuracy[reviewer.pk].low == pytest.approx(0.025 ** (1 / 3))  # Clopper–Pearson, 3 of 3
+    assert accuracy[reviewer.pk].high == 1.0
+    assert (accuracy[second_reviewer.pk].successes, accuracy[second_reviewer.pk].n) == (0, 1)
+
+
+@pytest.mark.slow
+def test_simulated_reviewers_gold_accuracy_is_within_its_interval(settings, prediction_factory, lead, django_user_model):
+    """Three simulated reviewers with known accuracies (0.97, 0.85, 0.6) decide 120 gold images each
+    through review_claim_next and review_decide; gold_accuracy must count exactly what they did
+    and its 95% exact interval must contain each one's true accuracy.
+
+    Failure rate: the counts are exact (no randomness). With a random seed, a
+    Clopper–Pearson 95% interval misses the true accuracy with probability at most
+    5% for each reviewer, so the three together at most 1 - 0.95^3 = 14.3%; with the
+    fixed seed the test is deterministic (the seed was not searched for).
+    """
+    settings.REVIEW_GOLD_RATE = 1.0
+    rng = random.Random(20240521)
+    prediction_factory(name="open.jpg")  # the queue is not empty, so gold is served
+    labels = {label.name: label for label in Label.objects.all()}
+    golds = {}
+    for n in range(120):
+        truth = DEMO_CLASSES[n % len(DEMO_CLASSES)]
+        image = prediction_factory(name=f"g{n:03d}.jpg", label=DEMO_CLASSES[(n * 7) % 5], confidence=0.5).image
+        review_submit(image=image, reviewer=lead, label=labels[truth])
+        golds[image.pk] = truth
+    images_gold_set(image_ids=list(golds), gold=True)
+    true_accuracy = {"careful": 0.97, "average": 0.85, "sloppy": 0.6}
+    reviewers = {name: django_user_model.objects.create_user(username=name) for name in true_accuracy}
+    expected = {}
+    for name, reviewer in reviewers.items():
+        right = 0
+        while True:
+            served = review_claim_next(reviewer=reviewer, filters=QueueFilters(), count=1)
+            image_id = served[0].image_id
+            if image_id not in golds:  # every gold image decided: the open one comes; left for the next
+                review_claim_release(reviewer=reviewer, image_ids=[image_id])
+                break
+            truth = golds[image_id]
+            correct = rng.random() < true_accuracy[name]
+            answer = truth if correct else rng.choice([c for c in DEMO_CLASSES if c != truth])
+            review_decide(reviewer=reviewer, image_id=image_id, label_id=labels[answer].pk, seconds_spent=1.0)
+            right += correct
+        expected[reviewer.pk] = right
+
+    accuracy = gold_accuracy()
+
+    for name, reviewer in reviewers.items():
+        measured = accuracy[reviewer.pk]
+        assert (measured.successes, measured.n) == (expected[reviewer.pk], 120), name  # each gold image once
+        assert measured.low <= true_accuracy[name] <= measured.high, (name, measured)
+    assert Image.objects.filter(pk__in=list(golds)).exclude(reviewed_by=lead).count() == 0  # labels untouched
+    assert sorted(Image.objects.filter(pk__in=list(golds)).values_list("final_label__name", flat=True)) == sorted(
+        golds.values()
+    )
