@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
 
 .PHONY: install run test bench screenshots clean
 
@@ -13,9 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# Migrate and make the admin account (`manage.py bootstrap`, seconds), then the web server and
+# the cluster at once; on a first run the cluster trains the demo model while the tool is up.
 run: install
-	$(PY) manage.py bootstrap
-	$(PY) manage.py serve
+	$(PY) manage.py serve --bootstrap --port $(PORT)
 
 test: install
 	$(PY) scripts/run_tests.py

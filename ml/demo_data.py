@@ -6,7 +6,7 @@ Each image is drawn small (shapes, texture, distractor strokes), scaled up to a 
 size between 640x480 and 1600x1200 (4:3, some portrait), given film grain and saved as
 a JPEG of realistic quality, one folder per class. The same seed gives the same files.
 
-The demo checkpoint (``build_demo_checkpoint``, which ``manage.py bootstrap`` calls)
+The demo checkpoint (``build_demo_checkpoint``, which the first run's demo task calls)
 trains on 2,000 images (1,600 train, 400 held out for validation) with
 
     python -m ml.train --data demo_data --input-size 64 --epochs 16 --lr 3e-3 \
@@ -73,9 +73,15 @@ def build_demo_checkpoint(
     *,
     count: int = DEMO_COUNT,
     epochs: int = DEMO_EPOCHS,
+    input_size: int = DEMO_INPUT_SIZE,
+    device: str = "auto",
     progress: bool = True,
+    on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
 ) -> Path:
-    """Generate the demo images unless already there, train, write the checkpoint."""
+    """Generate the demo images unless already there, train, write the checkpoint.
+
+    ``on_epoch(epoch, history)`` is called after each epoch (see ``ml.train.train_model``).
+    """
     from ml.train import train_to_checkpoint  # torch is only needed from here on
 
     data_dir = Path(data_dir)
@@ -85,11 +91,13 @@ def build_demo_checkpoint(
         data_dir,
         out_path,
         epochs=epochs,
-        input_size=DEMO_INPUT_SIZE,
+        input_size=input_size,
         lr=DEMO_LR,
         batch_size=DEMO_BATCH_SIZE,
+        device=device,
         augment=DEMO_AUGMENT,
         progress=progress,
+        on_epoch=on_epoch,
     )
 
 

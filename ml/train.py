@@ -204,6 +204,7 @@ def train_to_checkpoint(
     precision: str = "auto",
     augment: str = "light",
     progress: bool = True,
+    on_epoch: EpochCallback | None = None,
 ) -> Path:
     """Train on a directory or CSV and write the checkpoint; what the CLI does."""
     samples, class_names = load_samples(data)
@@ -222,6 +223,7 @@ def train_to_checkpoint(
         progress=progress,
         precision=precision,
         augment=augment,
+        on_epoch=on_epoch,
     )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

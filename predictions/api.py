@@ -34,7 +34,8 @@ Statuses:
   ``IMAGE_MAX_BYTES``, images over ``API_MAX_PIXELS_PER_REQUEST`` pixels in all
   (read from their headers, before any decode), or a body Django refuses to
   parse (``DATA_UPLOAD_MAX_*``).
-- 503: no active validated model version, or its checkpoint cannot be loaded.
+- 503: no active validated model version (on a first run: the demo model is still
+  training, said so with a ``Retry-After``), or its checkpoint cannot be loaded.
 
 Every error answer is JSON with an ``error`` message.
 
@@ -74,6 +75,7 @@ from predictions.auth import (
     csrf_failure_reason,
 )
 from predictions.models import ModelVersion
+from predictions.selectors.demo import demo_training_unfinished
 from predictions.selectors.versions import model_version_active
 from predictions.services.api_predictions import UploadsPrediction, uploads_predict, uploads_store
 
@@ -136,7 +138,7 @@ def _predict(request: HttpRequest) -> JsonResponse:
 
     model_version = model_version_active()
     if model_version is None:
-        raise ApiError(503, "no model version is active: a lead activates one in the admin")
+        raise _no_active_model()
     predictor = _predictor(model_version)
     sources = [(upload.name, upload) for upload in files]
     result = uploads_predict(files=sources, predictor=predictor)
@@ -267,6 +269,14 @@ def _uploaded_files(request: HttpRequest) -> list[UploadedFile]:
     return files
 
 
+def _no_active_model() -> ApiError:
+    demo = demo_training_unfinished()
+    if demo is not None and not demo.failed:
+        # A first run: the model comes within minutes, so a client may simply try again.
+        return ApiError(503, demo.waiting_message, headers={"Retry-After": "30"})
+    return ApiError(503, "no model version is active: a lead activates one in the admin")
+
+
 def _predictor(model_version: ModelVersion):
     from predictions.inference import get_predictor
 
@@ -315,6 +325,7 @@ def _upload_page(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Predict images",
         "model_version": model_version_active(),
+        "demo_training": demo_training_unfinished(),
         "files_field": FILES_FIELD,
         "max_files": settings.API_MAX_FILES,
         "max_file_size": human_size(settings.IMAGE_MAX_BYTES),

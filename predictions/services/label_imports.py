@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.utils import timezone
 
 from images.models import Image
@@ -55,13 +53,6 @@ LABEL_COLUMNS = ("label", "final_label")
 CHECK_BLOCK = 5000
 # Invalid rows kept in a report, each naming its row and field.
 REPORT_PROBLEMS = 100
-# On SQLite a writer waiting for the lock retries every 100 ms once it has waited
-# a little (the default busy handler), while the apply starts its next batch right
-# after a commit: a reviewer's decision could miss every gap for many batches (6.5 s
-# in bench/label_import.py). So after about YIELD_EVERY seconds of batches the apply
-# leaves the lock free for longer than one retry interval.
-YIELD_EVERY = 1.0
-YIELD_PAUSE = 0.12
 
 _IMAGE_STATE = ("pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold")
 
@@ -327,16 +318,6 @@ def label_rows_apply(
         raise ValidationError(f"Nothing imported: {invalid} row(s) of {file_name} are invalid.")
     if not check.decisions:
         return None
-    last_pause = time.monotonic()
-
-    def after_batch(result: OperationResult, done: int) -> None:
-        nonlocal last_pause
-        if progress is not None:
-            progress(result, done)
-        if connection.vendor == "sqlite" and time.monotonic() - last_pause >= YIELD_EVERY:
-            time.sleep(YIELD_PAUSE)
-            last_pause = time.monotonic()
-
     return label_operation_apply(
         kind=LabelOperation.Kind.IMPORT,
         decisions=check.decisions,
@@ -345,5 +326,5 @@ def label_rows_apply(
         description=f"Label import of {file_name} ({len(check.rows)} rows)",
         params={"file": file_name, "rows": len(check.rows), "overwrite_reviewed": overwrite_reviewed},
         overwrite_reviewed=overwrite_reviewed,
-        progress=after_batch,
+        progress=progress,
     )

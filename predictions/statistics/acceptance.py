@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import betaincinv
 
 # A chart of the coverage/bound trade-off needs no more points than this.
 CURVE_POINTS = 100
@@ -245,6 +244,8 @@ def _upper_bounds(errors: np.ndarray, n: np.ndarray, confidence: float) -> np.nd
     bounds = np.ones_like(n)
     informative = errors < n
     # The Beta(errors + 1, n - errors) quantile; scipy.special's ufunc is scipy.stats.beta.ppf without its overhead.
+    from scipy.special import betaincinv  # here: Django's start-up (the admin imports this) stays without scipy
+
     bounds[informative] = betaincinv(errors[informative] + 1.0, n[informative] - errors[informative], confidence)
     return bounds
 

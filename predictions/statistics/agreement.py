@@ -11,8 +11,6 @@ from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Literal
 
-from scipy.special import betaincinv
-from scipy.stats import norm
 
 
 def proportion_interval(
@@ -41,6 +39,10 @@ def proportion_interval(
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return 0.0, 1.0
+    # scipy here, not at the top: Django's start-up (the admin imports this) stays without it.
+    from scipy.special import betaincinv
+    from scipy.stats import norm
+
     tail = (1.0 - confidence) / 2.0
     if method == "exact":
         low = 0.0 if successes == 0 else float(betaincinv(successes, n - successes + 1, tail))

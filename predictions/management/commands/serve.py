@@ -2,13 +2,17 @@
 
 Both run as child processes, each in its own process group; Ctrl-C or SIGTERM
 stops both (terminate, wait, then kill), and if either exits on its own the
-other is stopped too.
+other is stopped too. Once the web server accepts connections and the cluster has
+published its status, the URL and the login are printed: the last lines before
+the servers' own log (requests, tasks, the demo model's epochs), so a new user
+finds them without scrolling.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +20,17 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from predictions.management.commands.bootstrap import PASSWORD_FILE
 
 STOP_TIMEOUT_SECONDS = 30
+# The banner waits this long at most for both servers (a slow machine, a broken cluster).
+READY_TIMEOUT_SECONDS = 60
+# runserver prints its own banner just after it binds, the cluster logs "running" just
+# after it publishes its status: a moment more keeps those lines above ours.
+READY_GRACE_SECONDS = 0.5
 
 
 class Command(BaseCommand):
@@ -29,8 +39,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--addr", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        parser.add_argument(
+            "--bootstrap",
+            action="store_true",
+            help="run `manage.py bootstrap` first, in this process (what `make run` does: one Python start-up less)",
+        )
 
-    def handle(self, *args, port: int, addr: str, **options):
+    def handle(self, *args, port: int, addr: str, bootstrap: bool, **options):
+        if bootstrap:
+            call_command("bootstrap", verbosity=options["verbosity"])
         manage_py = str(Path(settings.BASE_DIR) / "manage.py")
         commands = {
             # No autoreloader: its extra process outlives a terminated parent.
@@ -45,12 +62,15 @@ class Command(BaseCommand):
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         failed = False
+        # Unbuffered: the children's lines reach a log file or pipe in the order they were written.
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             for name, command in commands.items():
                 # Own process group: the terminal's Ctrl-C reaches only this process,
                 # which then stops each child (and the cluster's workers) in order.
-                children[name] = subprocess.Popen(command, start_new_session=True)
-            self._banner(addr, port)
+                children[name] = subprocess.Popen(command, start_new_session=True, env=environment)
+            if self._wait_until_ready(children, _connect_host(addr), port):
+                self._banner(addr, port)
             while not self.signals_received:
                 exited = {name: child.returncode for name, child in children.items() if child.poll() is not None}
                 if exited:
@@ -65,14 +85,33 @@ class Command(BaseCommand):
         if failed:
             sys.exit(1)
 
+    def _wait_until_ready(self, children: dict[str, subprocess.Popen], host: str, port: int) -> bool:
+        """Until the web server accepts connections and the cluster has published its status (or
+        READY_TIMEOUT_SECONDS pass); False when a child exits or a signal arrives first."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        web_ready = cluster_ready = False
+        while not (web_ready and cluster_ready) and time.monotonic() < deadline:
+            if self.signals_received or any(child.poll() is not None for child in children.values()):
+                return False  # the main loop reports it
+            web_ready = web_ready or _accepts_connections(host, port)
+            cluster_ready = cluster_ready or _cluster_running(children["cluster"].pid)
+            time.sleep(0.2)
+        time.sleep(READY_GRACE_SECONDS)
+        return True
+
     def _banner(self, addr: str, port: int) -> None:
-        host = "127.0.0.1" if addr in ("0.0.0.0", "::") else addr
+        from predictions.selectors.demo import demo_training_unfinished
+
         superuser = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
-        lines = [f"Review tool: http://{host}:{port}/admin/"]
+        lines = [f"Review tool: http://{_connect_host(addr)}:{port}/admin/"]
         if superuser is not None:
-            password_file = Path(settings.VAR_DIR) / PASSWORD_FILE
-            where = f"password in {password_file}" if password_file.exists() else "your password"
-            lines.append(f"Log in as {superuser.username!r} ({where}).")
+            lines.append(f"Log in as {superuser.username!r} {_password_hint(superuser)}.")
+        demo = demo_training_unfinished()
+        if demo is not None and not demo.failed:
+            lines.append(
+                "The demo model is training in the task cluster (epochs logged below and on the admin index); "
+                "uploads are predicted once it is ready."
+            )
         lines.append("Web server and task cluster running; Ctrl-C stops both.")
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
 
@@ -97,6 +136,41 @@ class Command(BaseCommand):
         for child in children.values():
             _signal_group(child, signal.SIGKILL)
             child.wait()
+
+
+def _connect_host(addr: str) -> str:
+    return "127.0.0.1" if addr in ("0.0.0.0", "::") else addr
+
+
+def _password_hint(user) -> str:
+    """The generated password itself until the admin has logged in once (a new user needs it
+    now); afterwards only where it is kept."""
+    password_file = Path(settings.VAR_DIR) / PASSWORD_FILE
+    if not password_file.exists():
+        return "with your password"
+    if user.last_login is None:
+        password = password_file.read_text().strip()
+        return f"with password {password} (kept in {password_file})"
+    return f"(password in {password_file})"
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    # A bare connection, not a request: no line in the server's log before the banner.
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _cluster_running(pid: int) -> bool:
+    """Whether the cluster started as ``pid`` has published its status (what `qmonitor` reads)."""
+    from django_q.status import Stat
+
+    try:
+        return any(stat.pid == pid for stat in Stat.get_all())
+    except Exception:  # the status cache unreachable: the banner comes after the timeout instead
+        return False
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
