@@ -1,5 +1,5 @@
 """Training, outside the web process: the tutorial's ``train_model`` plus the plumbing
-around it (samples, split, datasets, checkpoint).
+around it (checkpoint, schedule, precision; samples, split and datasets in ml.samples).
 
     python -m ml.train --data photos/ --epochs 12 --out weights/model.pth
     python -m ml.train --data demo_data --input-size 64 --epochs 16 --lr 3e-3 --augment shapes \
@@ -14,30 +14,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import math
-import random
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from PIL import Image
-from torchvision.datasets import ImageFolder
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from ml.checkpoints import CheckpointMetadata, save_checkpoint
-from ml.decode import ImageDecodeError, ImageSource, open_image
+from ml.decode import ImageSource
 from ml.models import DEFAULT_ARCH, build_model
 from ml.predictor import cpu_has_native_bf16
 from ml.preprocess import AUGMENTATIONS, Preprocessing, eval_transform, train_transform
+from ml.samples import ImageSamplesDataset, check_labels, collate_decoded, load_samples, stratified_split
 
 # Decoded training images kept in memory between epochs (about 21 KB each at 64 px,
 # 260 KB at 224 px): a few thousand images fit; beyond the budget they are decoded again.
@@ -140,13 +135,13 @@ def train_from_samples(
     ``initial_state`` fine-tunes: the model starts from these weights (a state dict
     of ``arch`` with ``len(class_names)`` outputs) instead of a fresh initialisation.
     """
-    _check_labels(samples, class_names)
+    check_labels(samples, class_names)
     torch.manual_seed(seed)
     train_samples, val_samples = stratified_split(samples, val_fraction=val_fraction, seed=seed)
     loader_args = {
         "batch_size": batch_size,
         "num_workers": num_workers,
-        "collate_fn": _collate_decoded,
+        "collate_fn": collate_decoded,
         "persistent_workers": num_workers > 0,  # worker processes keep their caches
     }
     # Every worker process holds its own cache: the budget is shared out between them.
@@ -234,125 +229,10 @@ def train_to_checkpoint(
 def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Warm up to the optimizer's learning rate, then anneal: from-scratch training in
     a few epochs converges far faster than with a constant rate."""
+    if total_steps < 8:  # OneCycleLR divides by its warm-up's step count: too few steps for a cycle
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
     peak = [group["lr"] for group in optimizer.param_groups]
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=peak, total_steps=max(1, total_steps), pct_start=0.25
-    )
-
-
-# --- samples ----------------------------------------------------------------------
-
-
-def load_samples(data: str | Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    """(path, class index) pairs and sorted class names, from a directory or a CSV."""
-    data = Path(data)
-    if data.is_dir():
-        folder = ImageFolder(str(data), allow_empty=True)
-        return [(Path(path), index) for path, index in folder.samples], list(folder.classes)
-    if data.suffix.lower() == ".csv":
-        return _samples_from_csv(data)
-    raise ValueError(f"{data}: expected a directory with one folder per class, or a .csv file")
-
-
-def _samples_from_csv(csv_path: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{csv_path}: expected a header with 'path' and 'label' columns")
-        rows = [(row["path"].strip(), row["label"].strip()) for row in reader]
-    rows = [(path, label) for path, label in rows if path and label]
-    class_names = sorted({label for _, label in rows})
-    index = {name: i for i, name in enumerate(class_names)}
-    # Relative paths are relative to the CSV; an absolute path stays as it is.
-    return [(csv_path.parent / path, index[label]) for path, label in rows], class_names
-
-
-def stratified_split(
-    samples: Sequence[tuple[Any, int]], *, val_fraction: float, seed: int = 0
-) -> tuple[list[tuple[Any, int]], list[tuple[Any, int]]]:
-    """The same share of every class goes to validation (at least one where possible)."""
-    by_class: dict[int, list[tuple[Any, int]]] = defaultdict(list)
-    for sample in samples:
-        by_class[sample[1]].append(sample)
-    rng = random.Random(seed)
-    train, val = [], []
-    for label in sorted(by_class):
-        members = by_class[label][:]
-        rng.shuffle(members)
-        n_val = round(len(members) * val_fraction)
-        if val_fraction > 0 and len(members) > 1:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val.extend(members[:n_val])
-        train.extend(members[n_val:])
-    return train, val
-
-
-def _check_labels(samples: Sequence[tuple[Any, int]], class_names: Sequence[str]) -> None:
-    if len(class_names) < 2:
-        raise ValueError("training needs at least two classes")
-    if not samples:
-        raise ValueError("no training samples")
-    bad = {label for _, label in samples if not 0 <= label < len(class_names)}
-    if bad:
-        raise ValueError(f"labels {sorted(bad)} are outside 0..{len(class_names) - 1}")
-
-
-class ImageSamplesDataset(Dataset):
-    """(image source, label) pairs decoded safely; undecodable files are skipped.
-
-    Each image is decoded once at reduced scale (JPEG draft mode, then resized to the
-    preprocessing's ``resize_size`` short side: all that eval and the crops use) and
-    kept while ``cache_bytes`` lasts, so later epochs only run the transform.
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[tuple[ImageSource, int]],
-        transform: Callable,
-        preprocessing: Preprocessing,
-        *,
-        cache_bytes: int = 0,
-    ) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-        self.resize_size = preprocessing.resize_size
-        # JPEGs decode at reduced scale, still twice the model input: cheap and sharp.
-        self.draft_size = 2 * preprocessing.input_size
-        self.cache_bytes_left = cache_bytes
-        self._cache: dict[int, Image.Image | None] = {}
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        image = self._decoded(index)
-        if image is None:
-            return None
-        return self.transform(image), self.samples[index][1]
-
-    def _decoded(self, index: int) -> Image.Image | None:
-        if index in self._cache:
-            return self._cache[index]
-        source, _ = self.samples[index]
-        name = str(source) if isinstance(source, (str, Path)) else f"sample {index}"
-        try:
-            image = open_image(source, name=name, draft_size=self.draft_size)
-        except ImageDecodeError as exc:
-            warnings.warn(f"skipping {exc}", stacklevel=1)
-            image = None  # cached too: warned about once
-        else:
-            if min(image.size) > self.resize_size:
-                # The same resize eval_transform starts with, so eval output is unchanged.
-                image = v2.functional.resize(image, [self.resize_size], antialias=True)
-        size = 3 * image.width * image.height if image is not None else 0
-        if size <= self.cache_bytes_left:
-            self._cache[index] = image
-            self.cache_bytes_left -= size
-        return image
-
-
-def _collate_decoded(batch: list[tuple[torch.Tensor, int] | None]):
-    return default_collate([item for item in batch if item is not None])
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=total_steps, pct_start=0.25)
 
 
 # --- the loop ---------------------------------------------------------------------

@@ -12,15 +12,8 @@ from torch.utils.data import DataLoader
 from ml.checkpoints import load_checkpoint
 from ml.decode import open_image
 from ml.models import build_model
-from ml.train import (
-    HISTORY_KEYS,
-    ImageSamplesDataset,
-    load_samples,
-    main,
-    stratified_split,
-    train_from_samples,
-    train_model,
-)
+from ml.samples import ImageSamplesDataset, load_samples, stratified_split
+from ml.train import HISTORY_KEYS, main, one_cycle, train_from_samples, train_model
 from tests.ml.images import HUE_CLASSES, encode, hue_dataset, noise_rgb
 
 
@@ -199,3 +192,14 @@ def _tiny():
     from ml.preprocess import Preprocessing
 
     return Preprocessing(input_size=32)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 8, 40])
+def test_the_schedule_survives_any_number_of_steps(total_steps):
+    """A tiny training run (a handful of optimizer steps in all) divided by zero in OneCycleLR."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = one_cycle(optimizer, total_steps)
+    for _ in range(total_steps):
+        optimizer.step()
+        scheduler.step()
+    assert all(0 < group["lr"] <= 0.1 for group in optimizer.param_groups)

@@ -400,7 +400,7 @@ def reviewed_images(labels, reviewer, image_factory):
 
 
 def test_training_csv_is_read_by_ml_train(client_for, lead, reviewed_images, tmp_path):
-    from ml.train import load_samples
+    from ml.samples import load_samples
 
     response = client_for(lead).post(
         reverse(CHANGELIST_URL),
@@ -424,7 +424,7 @@ def test_training_csv_is_read_by_ml_train(client_for, lead, reviewed_images, tmp
 def test_training_zip_has_one_folder_per_label(
     client_for, lead, reviewed_images, tmp_path, django_capture_on_commit_callbacks
 ):
-    from ml.train import load_samples
+    from ml.samples import load_samples
 
     client = client_for(lead)
     with django_capture_on_commit_callbacks(execute=True):
