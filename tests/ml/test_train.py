@@ -127,7 +127,7 @@ def test_train_from_samples_starts_from_the_given_weights(image_folder, recwarn)
 
 @pytest.fixture
 def counted_decodes(monkeypatch):
-    import ml.train
+    import ml.samples
 
     names = []
 
@@ -135,7 +135,7 @@ def counted_decodes(monkeypatch):
         names.append(name)
         return open_image(source, name=name, **kwargs)
 
-    monkeypatch.setattr(ml.train, "open_image", counting_open_image)
+    monkeypatch.setattr(ml.samples, "open_image", counting_open_image)
     return names
 
 
