@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.files.storage import default_storage
+
 from .hooks import private_media_kind
 from .models import Image
 
@@ -52,3 +55,18 @@ def media_file_kind(*, path: str) -> str | None:
             return MediaKind.THUMBNAIL
         return None
     return private_media_kind(path)
+
+
+def media_signed_url(*, path: str, kind: str) -> str | None:
+    """A short-lived signed URL of the object store for ``path``, or None where Django serves the file.
+
+    Call it only after the permission check: whoever holds the URL can fetch
+    the object until it expires (S3_URL_SECONDS). An export comes as a
+    download under its own file name. A storage on this machine's disk has no
+    such URL: the view streams the file (or hands it to the front server).
+    """
+    signed_url = getattr(default_storage, "signed_url", None)
+    if signed_url is None or not settings.S3_MEDIA_REDIRECT:
+        return None
+    download_name = path.rsplit("/", 1)[-1] if kind == MediaKind.EXPORT else None
+    return signed_url(path, seconds=settings.S3_URL_SECONDS, download_name=download_name)

@@ -1,7 +1,10 @@
 """Private media: every file under MEDIA_URL goes through a permission check.
 
 Only a path that an Image (file or thumbnail) or an ExportJob points at is
-served, so no request can name an arbitrary file of the storage.
+served, so no request can name an arbitrary file of the storage. A permitted
+file on this machine's disk is streamed (or handed to the front server); one
+on the object store (MEDIA_STORAGE=s3) is a redirect to a presigned URL that
+expires within S3_URL_SECONDS, the only way to the private object.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
@@ -33,6 +36,16 @@ def media_file(request: HttpRequest, path: str) -> HttpResponse:
         raise Http404("No such file.")
     if kind == selectors.MediaKind.EXPORT and not user.has_perm("images.export_image"):
         raise PermissionDenied
+
+    signed_url = selectors.media_signed_url(path=path, kind=kind)
+    if signed_url is not None:
+        response = HttpResponseRedirect(signed_url)
+        if kind == selectors.MediaKind.EXPORT:
+            patch_cache_control(response, private=True, no_store=True)
+        else:
+            # Reused for half the URL's life at most, so a cached redirect never leads to an expired URL.
+            patch_cache_control(response, private=True, max_age=settings.S3_URL_SECONDS // 2)
+        return response
 
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if settings.MEDIA_SENDFILE_HEADER:

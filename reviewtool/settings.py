@@ -172,7 +172,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 # Media is never served publicly: images.views.media_file checks permissions
-# and streams the file (or hands it to the front server via X-Accel-Redirect).
+# and streams the file (or hands it to the front server via X-Accel-Redirect,
+# or, on an object store, redirects to a short-lived presigned URL).
 MEDIA_URL = "/media/"
 WEIGHTS_DIR = Path(env_str("WEIGHTS_DIR", str(BASE_DIR / "weights")))
 
@@ -198,6 +199,48 @@ STORAGES = {
 MEDIA_SENDFILE_HEADER = env_str("MEDIA_SENDFILE_HEADER", "")
 MEDIA_SENDFILE_PREFIX = env_str("MEDIA_SENDFILE_PREFIX", "/protected-media/")
 
+# --- Object storage (several machines) ----------------------------------------
+# MEDIA_STORAGE=s3 puts media, thumbnails, exports and checkpoints in one
+# bucket of any S3-compatible store (reviewtool.object_storage): private
+# objects under media/ and weights/. The media view checks permissions, then
+# redirects to a presigned URL valid for S3_URL_SECONDS (S3_MEDIA_REDIRECT=0
+# streams through Django instead, for a store the browsers cannot reach).
+# Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, else boto3's own
+# chain (instance role, ~/.aws).
+MEDIA_STORAGE = env_str("MEDIA_STORAGE", "filesystem").strip().lower()
+S3_URL_SECONDS = env_int("S3_URL_SECONDS", 60)
+S3_MEDIA_REDIRECT = env_bool("S3_MEDIA_REDIRECT", True)
+# Workers copy checkpoints from the store here once per machine, named by content hash.
+CHECKPOINT_CACHE_DIR = Path(env_str("CHECKPOINT_CACHE_DIR", str(VAR_DIR / "checkpoint-cache")))
+CHECKPOINT_CACHE_KEEP = env_int("CHECKPOINT_CACHE_KEEP", 5)  # the copies used last; older ones are removed
+if MEDIA_STORAGE == "s3":
+    if not os.environ.get("S3_BUCKET"):
+        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs S3_BUCKET, the bucket that holds media and checkpoints.")
+    _S3_ACL = os.environ.get("S3_DEFAULT_ACL", "").strip() or "bucket-owner-full-control"
+    _S3_OPTIONS = {
+        "bucket_name": os.environ["S3_BUCKET"],
+        "endpoint_url": os.environ.get("S3_ENDPOINT_URL") or None,
+        "region_name": os.environ.get("S3_REGION") or None,
+        "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+        "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        # "path" for a store without bucket subdomains; empty lets boto3 choose.
+        "addressing_style": os.environ.get("S3_ADDRESSING_STYLE") or None,
+        # Only the bucket owner reads an object (reviewtool.object_storage says why this
+        # canned ACL); "none" sends none, for a store that refuses ACL headers.
+        "default_acl": None if _S3_ACL.lower() == "none" else _S3_ACL,
+        "querystring_expire": S3_URL_SECONDS,
+    }
+    STORAGES["default"] = {
+        "BACKEND": "reviewtool.object_storage.PrivateS3Storage",
+        "OPTIONS": {**_S3_OPTIONS, "location": "media"},
+    }
+    STORAGES["weights"] = {
+        "BACKEND": "reviewtool.object_storage.PrivateS3Storage",
+        "OPTIONS": {**_S3_OPTIONS, "location": "weights"},
+    }
+elif MEDIA_STORAGE != "filesystem":
+    raise ImproperlyConfigured(f"MEDIA_STORAGE must be 'filesystem' or 's3', got {MEDIA_STORAGE!r}")
+
 # --- Upload limits ----------------------------------------------------------
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 50 * 1024 * 1024)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
@@ -220,6 +263,9 @@ INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "auto")  # auto | cpu | cuda | cu
 INFERENCE_PRECISION = env_str("INFERENCE_PRECISION", "auto")  # auto | fp32 | bf16 | fp16
 INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32)
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
+# Store each prediction's embedding (ml.features: "more like this", label similar).
+# Off only to measure what it costs (bench/pipeline.py runs both in one run).
+STORE_EMBEDDINGS = env_bool("STORE_EMBEDDINGS", True)
 # Images per task, at most. Each task restarts the decode/inference overlap and
 # commits once: chunks of 50 ran 6% slower than of 100 (bench/pipeline.py's
 # photos), while predictions still appear every second or two on a CPU.
@@ -238,11 +284,34 @@ API_MAX_FILES = env_int("API_MAX_FILES", 64)
 API_MAX_REQUEST_BYTES = env_int("API_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
 API_MAX_PIXELS_PER_REQUEST = env_int("API_MAX_PIXELS_PER_REQUEST", 400_000_000)
 REVIEW_CLAIM_SECONDS = env_int("REVIEW_CLAIM_SECONDS", 300)
+# Open claims one reviewer may hold; claiming more releases their oldest, so a
+# client calling "next" in a loop cannot take the whole queue from the others.
+REVIEW_MAX_OPEN_CLAIMS = env_int("REVIEW_MAX_OPEN_CLAIMS", 10)
+# Reviewer quality (predictions/selectors/quality.py). The share of each reviewer's
+# screen items that are gold images, served without telling and never twice to one
+# reviewer; a decision on one measures the reviewer and never changes the label.
+REVIEW_GOLD_RATE = env_float("REVIEW_GOLD_RATE", 0.05)
+# The share of images (chosen by a hash of the id, so stable) that get REVIEW_OVERLAP_K
+# independent reviews; the label is their majority, a tie goes to a Lead's adjudication.
+REVIEW_OVERLAP_SHARE = env_float("REVIEW_OVERLAP_SHARE", 0.0)
+REVIEW_OVERLAP_K = env_int("REVIEW_OVERLAP_K", 2)
+# Hide the model's suggestion on overlap images (no anchoring on it while agreement is measured).
+REVIEW_BLIND = env_bool("REVIEW_BLIND", False)
+for _name, _value in (("REVIEW_GOLD_RATE", REVIEW_GOLD_RATE), ("REVIEW_OVERLAP_SHARE", REVIEW_OVERLAP_SHARE)):
+    if not 0.0 <= _value <= 1.0:
+        raise ImproperlyConfigured(f"{_name} must be a share between 0 and 1, got {_value}")
+if REVIEW_OVERLAP_K < 2:
+    raise ImproperlyConfigured(f"REVIEW_OVERLAP_K must be at least 2 (independent reviews per image), got {REVIEW_OVERLAP_K}")
 EXPORT_SYNC_MAX_ROWS = env_int("EXPORT_SYNC_MAX_ROWS", 5000)
 # Label imports above this many rows are checked and applied in the cluster (a LabelImportJob).
 LABEL_IMPORT_SYNC_MAX_ROWS = env_int("LABEL_IMPORT_SYNC_MAX_ROWS", 2000)
 # An auto-accept run over more images than this runs in the task queue, with progress.
 AUTO_ACCEPT_SYNC_MAX = env_int("AUTO_ACCEPT_SYNC_MAX", 2000)
+# A label audit (predictions/services/label_audit.py) is queued after every this many
+# new reviews; 0 turns the automatic audit off (it still runs on demand).
+LABEL_AUDIT_EVERY_REVIEWS = env_int("LABEL_AUDIT_EVERY_REVIEWS", 500)
+if LABEL_AUDIT_EVERY_REVIEWS < 0:
+    raise ImproperlyConfigured(f"LABEL_AUDIT_EVERY_REVIEWS must be 0 (off) or a number of reviews, got {LABEL_AUDIT_EVERY_REVIEWS}")
 
 # --- django-q2 --------------------------------------------------------------
 Q_WORKERS = env_int("Q_WORKERS", 1)
@@ -312,7 +381,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"client_errors_on_one_line": {"()": "reviewtool.log_filters.ClientErrorsOnOneLine"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["client_errors_on_one_line"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default config gives "django" a console handler of its own (in DEBUG) that
+        # the dictConfig above does not remove: every django.request warning printed twice.
+        # Listed here, the logger loses it and its records reach the root's handler once,
+        # at the root's level.
+        "django": {"handlers": [], "level": "NOTSET"},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }

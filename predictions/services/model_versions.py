@@ -55,6 +55,13 @@ def _checkpoint_name_in_weights_dir(path: Path) -> str | None:
         return None
 
 
+def _storage_path(storage, name: str) -> Path | None:
+    try:
+        return Path(storage.path(name)).resolve()
+    except NotImplementedError:
+        return None
+
+
 def model_version_register(
     *,
     name: str,
@@ -109,7 +116,8 @@ def _checkpoint_store(version: ModelVersion, *, checkpoint_file: File | None, ch
     if not path.is_file():
         raise ValidationError(f"{path}: checkpoint file not found")
     existing_name = _checkpoint_name_in_weights_dir(path)
-    if existing_name is not None:
+    # Only where the weights storage is that folder: on the object store (MEDIA_STORAGE=s3) the file is uploaded.
+    if existing_name is not None and _storage_path(version.checkpoint.storage, existing_name) == path.resolve():
         version.checkpoint.name = existing_name
         return
     with path.open("rb") as handle:

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -271,3 +273,85 @@ def admin_session(live_server, user, *, password: str = "pw-for-tests-only", tim
     )
     assert response.url.endswith("/admin/"), "login failed"
     return session
+
+
+# --- A web server in its own process, and a queue for a whole module ------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class RunningWeb:
+    process: subprocess.Popen
+    log_path: Path
+    url: str
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        """Until it answers HTTP (any status: production settings answer plain HTTP with a redirect)."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                requests.get(self.url + "/admin/login/", timeout=2, allow_redirects=False)
+                return
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the web server did not answer on {self.url}:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+def gunicorn_start(
+    *, log_path: Path, environment: dict[str, str], settings_module: str = "tests.integration.settings"
+) -> RunningWeb:
+    """gunicorn (the production WSGI server) on a free port of 127.0.0.1, on this session's test database."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **database_environment(),
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "PYTHONUNBUFFERED": "1",
+        **environment,
+    }
+    if not env.get("DATABASE_URL"):
+        env.pop("DATABASE_URL", None)
+    command = [
+        sys.executable, "-m", "gunicorn", "reviewtool.wsgi:application",
+        "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+        "--access-logfile", "-", "--graceful-timeout", "5",
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return RunningWeb(process=process, log_path=log_path, url=f"http://127.0.0.1:{port}")
+
+
+@contextmanager
+def module_queue() -> Iterator[str]:
+    """What ``cluster_name`` does for one test, for a cluster shared by a module's tests."""
+    from django_q.conf import Conf
+
+    name = f"reviewtool-test-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Conf, "PREFIX", name)
+        patch.setattr(Conf, "CLUSTER_NAME", name)
+        patch.setattr(Conf, "Q_STAT", f"django_q:{name}:cluster")
+        patch.setattr(Conf, "SYNC", False)
+        yield name
