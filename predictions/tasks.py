@@ -57,7 +57,30 @@ def export_training_zip(job_id: int) -> None:
 
 
 def import_labels(job_id: int) -> None:
-    """Check (dry run) or apply a label CSV in short batches (predictions.services.label_imports)."""
-    from predictions.services.label_imports import label_import_job_run
+    """Check (dry run) or apply a label CSV in short batches (predictions.services.label_import_jobs)."""
+    from predictions.services.label_import_jobs import label_import_job_run
 
     label_import_job_run(job_id=job_id)
+
+
+def auto_accept_run(run_id: int) -> dict:
+    """Accept the images of a large auto-accept run (predictions.services.auto_accept)."""
+    from predictions.services.auto_accept import auto_accept_run_execute
+
+    run = auto_accept_run_execute(run_id=run_id)
+    return {"run": run_id, "accepted": run.accepted if run else None}
+
+
+def train_demo_model(training_job_id: int) -> int | None:
+    """Train, register and activate the first run's demo model (predictions.services.demo); its version id."""
+    from predictions.services.demo import demo_training_run
+
+    return demo_training_run(job_id=training_job_id)
+
+
+def audit_labels(audit_id: int) -> dict:
+    """Score every human label and flag the probable errors (predictions.services.label_audit)."""
+    from predictions.services.label_audit import label_audit_run
+
+    audit = label_audit_run(audit_id=audit_id)
+    return {"audit": audit_id, "flagged": audit.flagged if audit else None}
