@@ -16,6 +16,12 @@
   images.selectors.media_file_kind) serves a name that no image points at only
   if a registered ``func(path)`` says what it is (an images.selectors.MediaKind
   value); otherwise it answers 404.
+- ``credentials_register(func)``: who a request names by credentials of its own
+  rather than a session (predictions: API tokens, ``Authorization: Bearer``), so a
+  script fetches the ``image_url`` of an export. The media view asks
+  ``credentials_user(request)``: a ``func(request)`` returns the user its credentials
+  name, None when the request carries none it knows, or raises CredentialsRefused
+  when they are wrong. With no handler, or None from all, the session decides.
 
 Registration is idempotent (``ready()`` may run more than once in tests), and
 this module imports nothing of any other app.
@@ -24,12 +30,19 @@ this module imports nothing of any other app.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 PostUploadHandler = Callable[..., Iterable[int] | None]
 MediaResolver = Callable[[str], str | None]
+CredentialsHandler = Callable[[Any], Any]  # request -> user or None
 
 _post_upload: list[PostUploadHandler] = []
 _private_media: list[MediaResolver] = []
+_credentials: list[CredentialsHandler] = []
+
+
+class CredentialsRefused(Exception):
+    """The request's own credentials are wrong; ``str()`` says how (a 401 for the client)."""
 
 
 def post_upload_register(func: PostUploadHandler) -> PostUploadHandler:
@@ -65,4 +78,23 @@ def private_media_kind(path: str) -> str | None:
         kind = func(path)
         if kind is not None:
             return kind
+    return None
+
+
+def credentials_register(func: CredentialsHandler) -> CredentialsHandler:
+    """Let ``func(request)`` say which user a request's own credentials name."""
+    if func not in _credentials:
+        _credentials.append(func)
+    return func
+
+
+def credentials_user(request):
+    """The user the request's own credentials name, or None (the session decides).
+
+    Raises CredentialsRefused when a registered handler finds them wrong.
+    """
+    for func in _credentials:
+        user = func(request)
+        if user is not None:
+            return user
     return None

@@ -4,7 +4,9 @@ Only a path that an Image (file or thumbnail) or an ExportJob points at is
 served, so no request can name an arbitrary file of the storage. A permitted
 file on this machine's disk is streamed (or handed to the front server); one
 on the object store (MEDIA_STORAGE=s3) is a redirect to a presigned URL that
-expires within S3_URL_SECONDS, the only way to the private object.
+expires within S3_URL_SECONDS, the only way to the private object. The user is
+the session's, or the one a request's own credentials name (an API token, through
+images.hooks.credentials_user), with the same permissions either way.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 
-from . import selectors
+from . import hooks, selectors
 
 
 @require_safe
 def media_file(request: HttpRequest, path: str) -> HttpResponse:
-    user = request.user
+    # A script names itself by its own credentials (an API token, registered by
+    # predictions in images.hooks); a browser by its session.
+    try:
+        user = hooks.credentials_user(request) or request.user
+    except hooks.CredentialsRefused as refused:
+        response = HttpResponse(f"{refused}\n", status=401, content_type="text/plain; charset=utf-8")
+        response["WWW-Authenticate"] = 'Bearer realm="media"'
+        return response
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not (user.is_active and user.is_staff and user.has_perm("images.view_image")):

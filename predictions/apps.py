@@ -14,6 +14,7 @@ class PredictionsConfig(AppConfig):
 
     def ready(self) -> None:
         from images import hooks
+        from predictions.auth import media_credentials_user
         from predictions.selectors.images import export_file_kind
         from predictions.services.jobs import upload_predictions_enqueue
 
@@ -21,3 +22,5 @@ class PredictionsConfig(AppConfig):
         hooks.post_upload_register(upload_predictions_enqueue)
         # Export files live in the private media storage the images app serves.
         hooks.private_media_register(export_file_kind)
+        # API tokens open the media too: a script fetches an export's image_url with its token.
+        hooks.credentials_register(media_credentials_user)

@@ -4,7 +4,8 @@ Two ways in: a per-user API token (``Authorization: Bearer <token>``, created
 in the admin) for scripts, or the admin's own session for people in a browser.
 Either way the user must be an active staff member who may view images
 (uploaders, reviewers, leads); storing what was sent (``?store=1``) also needs
-the permission to add images.
+the permission to add images. The same tokens open the private media (the
+``image_url``s of an export), registered into images.hooks by predictions.apps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
 
+from images.hooks import CredentialsRefused
 from predictions.services.tokens import api_token_authenticate
 
 API_PERMISSION = "images.view_image"
@@ -51,6 +53,22 @@ def api_request_user(request: HttpRequest) -> tuple[AbstractBaseUser, bool]:
     raise ApiAuthenticationFailed(
         "authentication required: send 'Authorization: Bearer <token>' (tokens are created in the admin)"
     )
+
+
+def media_credentials_user(request: HttpRequest) -> AbstractBaseUser | None:
+    """The user a request's API token names, for the private media view (images.hooks.credentials_register).
+
+    None without an Authorization header (the session decides); a wrong header or
+    token is refused, as the API refuses it. The media view then applies its own
+    rule (an active staff user who may view images), the API's own.
+    """
+    if request.headers.get("Authorization") is None:
+        return None
+    try:
+        user, _ = api_request_user(request)
+    except ApiAuthenticationFailed as exc:
+        raise CredentialsRefused(str(exc)) from None
+    return user
 
 
 class _CsrfCheck(CsrfViewMiddleware):

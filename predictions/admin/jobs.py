@@ -6,6 +6,7 @@ actions live with the other image actions, in image_actions.py).
 """
 
 from django.contrib import admin
+from django.urls import path
 from django.utils.html import format_html
 
 from predictions.admin.image_actions import (
@@ -13,6 +14,7 @@ from predictions.admin.image_actions import (
     retry_failed_images_of_jobs,
     retry_selected_failures,
 )
+from predictions.admin.progress_views import LiveProgressMixin, dashboard_progress_view
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import Prediction, PredictionFailure, PredictionJob
 
@@ -22,7 +24,7 @@ class PipelineRecordAdmin(ReadOnlyAdminMixin, ImageActionPermissionsMixin, admin
 
 
 @admin.register(PredictionJob)
-class PredictionJobAdmin(PipelineRecordAdmin):
+class PredictionJobAdmin(LiveProgressMixin, PipelineRecordAdmin):
     list_display = ["__str__", "model_version", "reason", "status", "progress", "batch", "created_by", "created_at", "finished_at"]
     list_filter = ["status", "reason", "model_version", "created_at"]
     list_select_related = ["model_version", "batch", "created_by"]
@@ -33,6 +35,11 @@ class PredictionJobAdmin(PipelineRecordAdmin):
         "created_by", "created_at", "started_at", "finished_at",
     ]
     readonly_fields = fields
+
+    def get_urls(self):
+        # The admin index's live dashboard (templates/admin/index.html) asks here.
+        dashboard = self.admin_site.admin_view(dashboard_progress_view)
+        return [path("dashboard-progress/", dashboard, name="predictions_dashboard_progress"), *super().get_urls()]
 
     @admin.display(description="progress")
     def progress(self, job: PredictionJob) -> str:

@@ -1,4 +1,4 @@
-"""Admin: model versions, the label taxonomy and training jobs.
+"""Admin: model versions and training jobs (the label taxonomy is in predictions/admin/labels.py).
 
 Model versions are for Leads (``predictions.change_modelversion``): registering a
 checkpoint, activating it, comparing two versions, the metrics page and retraining.
@@ -24,9 +24,10 @@ from predictions.admin.auto_accept_views import AutoAcceptView
 from predictions.admin.embeddings import fill_missing_embeddings
 from predictions.admin.image_actions import job_link
 from predictions.admin.model_version_delete import ModelVersionDeleteMixin, delete_selected
+from predictions.admin.progress_views import LiveProgressMixin
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.forms import ModelVersionAddForm, TrainingForm
-from predictions.models import Label, ModelVersion, Prediction, TrainingJob
+from predictions.models import ModelVersion, Prediction, TrainingJob
 from predictions.selectors.metrics import (
     ImageScope,
     reviewed_label_counts,
@@ -131,13 +132,6 @@ def validate_again(modeladmin, request, queryset):
 
 
 # --- admins --------------------------------------------------------------------------
-
-
-@admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
-    list_display = ["name", "order", "key"]
-    list_editable = ["order", "key"]
-    search_fields = ["name"]
 
 
 @admin.register(ModelVersion)
@@ -363,7 +357,7 @@ class ModelVersionAdmin(ModelVersionDeleteMixin, admin.ModelAdmin):
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TrainingJobAdmin(LiveProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Started from the model version changelist, with its base version."""
 
     list_display = [
@@ -377,6 +371,7 @@ class TrainingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "last_epoch", "created_by", "created_at", "started_at", "finished_at",
     ]
     readonly_fields = fields
+    live_fields = ["status", "progress", "sample_count", "result", "error", "last_epoch", "started_at", "finished_at"]
 
     @admin.display(description="epochs")
     def progress(self, job: TrainingJob) -> str:

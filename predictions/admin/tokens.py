@@ -3,12 +3,14 @@
 Anyone who may use the API manages their own tokens here; leads and superusers
 (who hold the API token permissions) see everyone's and may create tokens for
 others. Adding a token generates it: the token is shown once, in the success
-message, and only its hash is kept.
+message, and only its hash is kept. The list says how to use one and links the
+predict page (the endpoint's own upload page in the browser).
 """
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
@@ -48,13 +50,19 @@ class ApiTokenAddForm(forms.ModelForm):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "revoked"]
+    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "status"]
     list_filter = ["revoked", "created_at", "last_used_at"]
     search_fields = ["name", "prefix", "user__username"]
     list_select_related = ["user"]
     actions = [revoke_tokens]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked"]
-    readonly_fields = ["user", "prefix", "created_at", "last_used_at", "revoked"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at", "status"]
+    readonly_fields = ["user", "prefix", "created_at", "last_used_at", "status"]
+    change_list_template = "admin/predictions/apitoken/change_list.html"
+
+    # A boolean "revoked" column drew a red cross beside every working token.
+    @admin.display(description="status", ordering="revoked")
+    def status(self, token: ApiToken) -> str:
+        return "revoked" if token.revoked else "active"
 
     # --- who sees and does what --------------------------------------------------
 
@@ -94,6 +102,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields
 
+    def changelist_view(self, request, extra_context=None):
+        context = {"predict_url": request.build_absolute_uri(reverse("predictions:predict")), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
     def get_changeform_initial_data(self, request):
         return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
 
@@ -113,9 +125,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             format_html(
-                "The token for {} is <code>{}</code>. Copy it now: it is not stored and will not be shown again.",
+                "The token for {} is <code>{}</code>. Copy it now: it is not stored and will not be shown again. "
+                'Send it as <code>Authorization: Bearer …</code> to the <a href="{}">predict endpoint</a>.',
                 obj.user,
                 raw_token,
+                reverse("predictions:predict"),
             ),
             messages.WARNING,
         )

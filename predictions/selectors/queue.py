@@ -300,17 +300,19 @@ class LabelShortcut:
 def label_shortcuts() -> list[LabelShortcut]:
     """Every label with its key on the review screen: Label.key, else the next free digit 1-9.
 
-    A label whose key the screen keeps for a command, or that another label has
-    already taken, gets a digit instead; labels beyond the ninth digit get no key.
+    A label whose key the screen keeps for a command, or that an older label
+    already has, gets a digit instead; labels beyond the ninth digit get no key.
+    Keys are handed out oldest label first, so a label added later, wherever it
+    sorts, never moves an existing label's key (predictions.services.labels).
     """
     labels = list(Label.objects.all())
     taken = {label.key.lower() for label in labels if label.key and label.key.lower() not in RESERVED_KEYS}
     free_digits = (str(digit) for digit in range(1, 10) if str(digit) not in taken)
-    shortcuts, used = [], set()
-    for label in labels:
+    keys, used = {}, set()
+    for label in sorted(labels, key=lambda label: label.pk):
         key = label.key.lower()
         if not key or key in RESERVED_KEYS or key in used:
             key = next(free_digits, "")
         used.add(key)
-        shortcuts.append(LabelShortcut(label=label, key=key))
-    return shortcuts
+        keys[label.pk] = key
+    return [LabelShortcut(label=label, key=keys[label.pk]) for label in labels]
