@@ -42,7 +42,7 @@ MEMORY_TARGET_MB = 150
 PLAIN_COLUMNS = (  # ImageLabelResource's columns, as plain values
     "id", "original_name", "sha256", "file", "batch__name", "uploaded_by__username", "uploaded_at",
     "export_predicted_label", "export_confidence", "final_label__name", "reviewed_by__username", "reviewed_at",
-    "export_agreed", "review_count",
+    "export_agreed", "review_count", "label_source",
 )  # fmt: skip
 
 
