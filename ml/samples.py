@@ -67,6 +67,25 @@ def stratified_split(
     return train, val
 
 
+def split_samples(
+    samples: Sequence[tuple[Any, int]],
+    *,
+    validation: Sequence[bool] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[list[tuple[Any, int]], list[tuple[Any, int]]]:
+    """(train, validation): the caller's split where ``validation`` marks each sample's side
+    (one that keeps near-duplicates together, say), else :func:`stratified_split`. A caller's
+    split that leaves no validation sample (a tiny set) falls back to the stratified one."""
+    if validation is not None:
+        if len(validation) != len(samples):
+            raise ValueError(f"validation marks {len(validation)} samples, there are {len(samples)}")
+        val = [sample for sample, is_val in zip(samples, validation) if is_val]
+        if val:
+            return [sample for sample, is_val in zip(samples, validation) if not is_val], val
+    return stratified_split(samples, val_fraction=val_fraction, seed=seed)
+
+
 def check_labels(samples: Sequence[tuple[Any, int]], class_names: Sequence[str]) -> None:
     if len(class_names) < 2:
         raise ValueError("training needs at least two classes")

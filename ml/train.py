@@ -32,15 +32,12 @@ from ml.decode import ImageSource
 from ml.models import DEFAULT_ARCH, build_model
 from ml.predictor import cpu_has_native_bf16
 from ml.preprocess import AUGMENTATIONS, Preprocessing, eval_transform, train_transform
-from ml.samples import ImageSamplesDataset, check_labels, collate_decoded, load_samples, stratified_split
+from ml.samples import ImageSamplesDataset, check_labels, collate_decoded, load_samples, split_samples
 
 # Decoded training images kept in memory between epochs (about 21 KB each at 64 px,
 # 260 KB at 224 px): a few thousand images fit; beyond the budget they are decoded again.
 DEFAULT_CACHE_BYTES = 1 << 30
-
-
 HISTORY_KEYS = ("train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1")
-
 History = dict[str, list[float]]
 EpochCallback = Callable[[int, History], None]
 # (optimizer, total number of optimizer steps) -> a scheduler stepped after every batch
@@ -116,6 +113,7 @@ def train_from_samples(
     lr: float = 1e-3,
     batch_size: int = 32,
     val_fraction: float = 0.2,
+    validation: Sequence[bool] | None = None,
     seed: int = 0,
     device: str = "auto",
     num_workers: int = 0,
@@ -134,10 +132,11 @@ def train_from_samples(
     are kept in memory up to ``cache_bytes`` (0 decodes every epoch).
     ``initial_state`` fine-tunes: the model starts from these weights (a state dict
     of ``arch`` with ``len(class_names)`` outputs) instead of a fresh initialisation.
+    ``validation`` marks the samples to validate on (see :func:`ml.samples.split_samples`).
     """
     check_labels(samples, class_names)
     torch.manual_seed(seed)
-    train_samples, val_samples = stratified_split(samples, val_fraction=val_fraction, seed=seed)
+    train_samples, val_samples = split_samples(samples, validation=validation, val_fraction=val_fraction, seed=seed)
     loader_args = {
         "batch_size": batch_size,
         "num_workers": num_workers,

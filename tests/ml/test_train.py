@@ -203,3 +203,16 @@ def test_the_schedule_survives_any_number_of_steps(total_steps):
         optimizer.step()
         scheduler.step()
     assert all(0 < group["lr"] <= 0.1 for group in optimizer.param_groups)
+
+
+def test_a_callers_split_is_kept_and_a_tiny_one_falls_back_to_stratified():
+    from ml.samples import split_samples
+
+    samples = [(f"img{i}", i % 2) for i in range(10)]
+    marks = [i in (3, 4) for i in range(10)]
+    train, val = split_samples(samples, validation=marks)
+    assert val == [samples[3], samples[4]] and len(train) == 8
+    train, val = split_samples(samples, validation=[False] * 10, val_fraction=0.2)
+    assert len(val) == 2 and {label for _, label in val} == {0, 1}
+    with pytest.raises(ValueError):
+        split_samples(samples, validation=[True])
