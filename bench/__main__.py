@@ -33,7 +33,8 @@ from bench.common import (
     markdown_table,
 )
 
-BENCHMARKS = ("pipeline", "tutorial", "precision", "admin_scale", "export_scale", "near_duplicates")
+BENCHMARKS = ("pipeline", "tutorial", "precision", "admin_scale", "export_scale", "near_duplicates", "label_import",
+              "auto_accept", "label_audit", "similar")
 TIMEOUT_SECONDS = 45 * 60
 
 

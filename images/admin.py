@@ -7,33 +7,41 @@ actions on the image and batch lists come from predictions/admin/image_actions.p
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from functools import partial
+
+from django.contrib import admin
 from django.db import models
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.csrf import csrf_exempt
 
 from predictions.admin.exports import ImageExportMixin
+from predictions.admin.gallery import ImageGalleryMixin
+from predictions.admin.gold import GoldPanelMixin
+from predictions.admin.image_page import ImagePageMixin
+from predictions.admin.progress_views import LiveProgressMixin, batch_progress_finished
+from predictions.admin.similar_views import SimilarPanelMixin
 from predictions.admin.image_actions import (
     ImageActionPermissionsMixin,
     confirm_predictions,
+    mark_gold,
     repredict_batches,
     repredict_images,
     retry_batch_predictions,
     retry_image_predictions,
     set_label,
+    unmark_gold,
 )
 from predictions.models import Label, ModelVersion
 from predictions.selectors import images as selectors
 from predictions.selectors.versions import model_version_active_id
 
 from . import services
-from .forms import ImageUploadForm, upload_request_error
+from .duplicates_views import NearDuplicateFilter, near_duplicates_view
+from . import upload_views
 from .models import Image, UploadBatch
 from .services import FileStatus
 
@@ -102,7 +110,10 @@ class BatchFilter(admin.SimpleListFilter):
 
 
 @admin.register(Image)
-class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin):
+class ImageAdmin(
+    ImagePageMixin, GoldPanelMixin, SimilarPanelMixin, ImageGalleryMixin, ImageExportMixin, ImageActionPermissionsMixin,
+    admin.ModelAdmin,
+):
     list_display = [
         "thumbnail_tag",
         "original_name",
@@ -113,12 +124,16 @@ class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin
         "uploaded_at",
     ]
     list_display_links = ["thumbnail_tag", "original_name"]
-    list_filter = [ReviewStatusFilter, PredictedLabelFilter, "final_label", BatchFilter, ModelVersionFilter]
+    list_filter = [
+        ReviewStatusFilter, PredictedLabelFilter, "final_label", BatchFilter, ModelVersionFilter, NearDuplicateFilter,
+    ]
     search_fields = ["original_name", "=sha256"]
     list_select_related = ["final_label"]
     list_per_page = 100
     show_full_result_count = False
-    actions = [retry_image_predictions, set_label, confirm_predictions, repredict_images]
+    # Import-export's changelist with a link to the near-duplicate groups.
+    import_export_change_list_template = "admin/images/image/change_list.html"
+    actions = [retry_image_predictions, set_label, confirm_predictions, repredict_images, mark_gold, unmark_gold]
     readonly_fields = [
         "preview",
         "original_name",
@@ -150,9 +165,17 @@ class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin
         return selectors.images_with_active_prediction(super().get_queryset(request))
 
     def get_urls(self):
-        upload = self.admin_site.admin_view(csrf_exempt(self.upload_view))
+        # The upload views check CSRF themselves (images/upload_views.py says why).
+        upload = self.admin_site.admin_view(csrf_exempt(partial(upload_views.upload_view, model_admin=self)))
+        upload_part = self.admin_site.admin_view(csrf_exempt(partial(upload_views.upload_part_view, model_admin=self)))
+        finish = self.admin_site.admin_view(partial(upload_views.upload_finish_view, model_admin=self))
+        duplicates = self.admin_site.admin_view(partial(near_duplicates_view, model_admin=self))
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
-            path("upload/", upload, name=f"{self.opts.app_label}_{self.opts.model_name}_upload"),
+            path("upload/", upload, name=f"{prefix}_upload"),
+            path("upload/part/", upload_part, name=f"{prefix}_upload_part"),
+            path("upload/<int:batch_id>/finish/", finish, name=f"{prefix}_upload_finish"),
+            path("near-duplicates/", duplicates, name=f"{self.opts.app_label}_{self.opts.model_name}_near_duplicates"),
             *super().get_urls(),
         ]
 
@@ -178,42 +201,6 @@ class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin
 
     def delete_queryset(self, request, queryset):
         services.images_delete(images=queryset)
-
-    # The admin's CSRF check would parse the request body before this view could
-    # turn "too many files" into a message; the view is exempted from the
-    # middleware and checks CSRF itself (csrf_protect) before storing anything.
-    def upload_view(self, request):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        request_error = upload_request_error(request)
-        if request_error:
-            return self._render_upload(request, ImageUploadForm(), request_error=request_error)
-        return csrf_protect(self._upload_form_view)(request)
-
-    def _upload_form_view(self, request):
-        form = ImageUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            batch = services.upload_files(
-                files=[(f.name, f) for f in form.cleaned_data["files"]],
-                user=request.user,
-                source=UploadBatch.Source.ADMIN,
-                name=form.cleaned_data["name"],
-            )
-            level = messages.WARNING if batch.rejected_count else messages.SUCCESS
-            self.message_user(request, upload_summary(batch), level)
-            return redirect("admin:images_uploadbatch_change", batch.pk)
-        return self._render_upload(request, form)
-
-    def _render_upload(self, request, form, *, request_error: str = ""):
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Upload images",
-            "form": form,
-            "request_error": request_error,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, "admin/images/image/upload.html", context)
 
     @admin.display(description="")
     def thumbnail_tag(self, image):
@@ -267,18 +254,11 @@ class ImageAdmin(ImageExportMixin, ImageActionPermissionsMixin, admin.ModelAdmin
         )
 
 
-def upload_summary(batch: UploadBatch) -> str:
-    return (
-        f"{batch}: {batch.accepted_count} accepted, {batch.duplicate_count} duplicate(s), "
-        f"{batch.rejected_count} rejected. Thumbnails and predictions are made in the background."
-    )
-
-
 # --- upload batches ----------------------------------------------------------------
 
 
 @admin.register(UploadBatch)
-class UploadBatchAdmin(ImageActionPermissionsMixin, admin.ModelAdmin):
+class UploadBatchAdmin(LiveProgressMixin, ImageActionPermissionsMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "source",
@@ -296,7 +276,7 @@ class UploadBatchAdmin(ImageActionPermissionsMixin, admin.ModelAdmin):
     actions = [retry_batch_predictions, repredict_batches]
     fieldsets = [
         (None, {"fields": ["name", "source", "created_by", "created_at"]}),
-        ("Files", {"fields": ["accepted", "duplicates", "rejected"]}),
+        ("Files", {"fields": ["accepted", "near_duplicates", "duplicates", "rejected"]}),
         ("Predictions (active model)", {"fields": ["progress", "failed_predictions"]}),
     ]
     readonly_fields = [
@@ -305,14 +285,21 @@ class UploadBatchAdmin(ImageActionPermissionsMixin, admin.ModelAdmin):
         "created_by",
         "created_at",
         "accepted",
+        "near_duplicates",
         "duplicates",
         "rejected",
         "progress",
         "failed_predictions",
     ]
 
+    # The page's bar follows the cluster (predictions/admin/progress_views.py).
+    live_fields = ["progress", "failed_predictions"]
+
     def get_queryset(self, request):
         return selectors.batches_with_progress(super().get_queryset(request))
+
+    def progress_finished(self, batch):
+        return batch_progress_finished(batch)
 
     # A batch is the record of an upload: it is not edited, and new ones come
     # from the upload page.
@@ -341,6 +328,12 @@ class UploadBatchAdmin(ImageActionPermissionsMixin, admin.ModelAdmin):
     def accepted(self, batch):
         url = reverse("admin:images_image_changelist") + f"?batch={batch.pk}"
         return format_html('{} image(s) stored — <a href="{}">show them</a>', batch.accepted_count, url)
+
+    @admin.display(description="near-duplicates (stored)")
+    def near_duplicates(self, batch):
+        entries = [entry for entry in batch.report if entry.get("duplicate_of") and entry.get("image_id")]
+        template = "admin/images/uploadbatch/near_duplicates_table.html"
+        return render_to_string(template, {"entries": entries[:REPORT_ROWS_SHOWN]})
 
     @admin.display(description="duplicates")
     def duplicates(self, batch):

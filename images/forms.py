@@ -58,9 +58,9 @@ class ImageUploadForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["files"].help_text = (
-            f"JPEG, PNG, WebP, GIF, BMP or TIFF images, or .zip archives of them. "
-            f"At most {settings.UPLOAD_MAX_FILES} files and {human_size(settings.UPLOAD_MAX_TOTAL_BYTES)} "
-            f"per upload, {human_size(settings.IMAGE_MAX_BYTES)} per image."
+            f"JPEG, PNG, WebP, GIF, BMP or TIFF images, or .zip archives of them, {human_size(settings.IMAGE_MAX_BYTES)} "
+            f"per image. At most {settings.UPLOAD_MAX_FILES} files and {human_size(settings.UPLOAD_MAX_TOTAL_BYTES)} "
+            "per request: the page sends a larger selection in several."
         )
 
     def clean_files(self):
@@ -71,6 +71,43 @@ class ImageUploadForm(forms.Form):
         if total > settings.UPLOAD_MAX_TOTAL_BYTES:
             raise forms.ValidationError(too_large_message(total), code="too_large")
         return files
+
+
+class PathListField(forms.Field):
+    """Every value posted under the field's name, as strings (the files' folder paths)."""
+
+    widget = forms.MultipleHiddenInput
+
+    def clean(self, value):
+        return [str(item) for item in value or []]
+
+
+class UploadPartForm(ImageUploadForm):
+    """One request of an upload the page sends in several (its script): files into a batch.
+
+    Without ``batch`` a new batch is created (named ``name``); with it, the files
+    go into that batch, which must be the user's own upload from this page.
+    ``upload_key``, made by the page for one upload, finds the batch its first
+    request created when that request's answer was lost. ``paths`` holds each file's path in a dropped folder ("site_a/DSC_505.jpg"),
+    in the order of ``files`` ("" for a file chosen alone): the browser sends a
+    file's bare name only.
+    """
+
+    batch = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    upload_key = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    paths = PathListField(required=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        paths, files = cleaned.get("paths") or [], cleaned.get("files") or []
+        if paths and len(paths) != len(files):
+            raise forms.ValidationError("One path per file, or none.", code="paths")
+        return cleaned
+
+    def named_files(self) -> list[tuple[str, object]]:
+        """(name, file) of each file: its folder path where one was sent, else the name the browser gave."""
+        files, paths = self.cleaned_data["files"], self.cleaned_data["paths"]
+        return [(path or file.name, file) for file, path in zip(files, paths or [""] * len(files))]
 
 
 def upload_request_error(request: HttpRequest) -> str:

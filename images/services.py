@@ -3,7 +3,10 @@
 An upload is stored file by file, each in its own small transaction, so one bad
 file never loses the others. Files are content-addressed (images.storage), which
 makes re-uploads duplicates and lets a file whose row failed be reused by the
-next attempt instead of lingering.
+next attempt instead of lingering. Each image's perceptual hash comes from the
+decode that validates it; a new image whose hash is close to a stored one is a
+near-duplicate: stored, and reported ("looks like image #42, distance 3"); see
+images.duplicates.
 
 Once an upload's images are committed, the post-upload hook runs
 (images.hooks.post_upload_run): the predictions app, which registers there,
@@ -25,7 +28,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ml.decode import ImageDecodeError, ImageInfo, inspect_image
+from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
 
+from .duplicates import HashIndex
 from .hooks import post_upload_run
 from .models import Image, UploadBatch
 from .storage import file_forget, file_store, files_delete, image_file_name
@@ -43,6 +48,10 @@ class FileStatus:
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+
+
+# Said of a file sent again into the upload that stored it (a retry after a dropped connection).
+RESENT_REASON = "already stored in this upload"
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,7 @@ def image_create(
     if existing is not None:
         return StoredImage(existing, created=False)
     if info is None:
-        info = inspect_image(data, name=name, max_pixels=settings.IMAGE_MAX_PIXELS)
+        info = inspect_image(data, name=name, max_pixels=settings.IMAGE_MAX_PIXELS, with_hash=True)
 
     saved = file_store(image_file_name(sha256=sha256, image_format=info.format), data)
     try:
@@ -87,6 +96,7 @@ def image_create(
                 height=info.height,
                 format=info.format,
                 size_bytes=len(data),
+                phash=info.phash,
                 uploaded_by=user,
                 batch=batch,
             )
@@ -103,6 +113,41 @@ def image_create(
         file_forget(saved)
         raise
     return StoredImage(image, created=True)
+
+
+@dataclass(frozen=True)
+class HashBackfill:
+    hashed: int
+    failed: int  # files missing or no longer decodable (logged)
+
+
+def images_phash_backfill(*, on_image: Callable[[], None] | None = None) -> HashBackfill:
+    """Compute the perceptual hash of the stored images that lack one (uploaded before hashes were), from their files.
+
+    The same decode as an upload's (``inspect_image(..., with_hash=True)``), so
+    the hashes compare with the new ones. Written a chunk at a time.
+    """
+    hashed = failed = 0
+    missing = list(Image.objects.filter(phash__isnull=True).order_by("pk").values_list("pk", flat=True))
+    for chunk in id_chunks(missing, IN_QUERY_MAX_IDS):
+        updated = []
+        for image in Image.objects.filter(pk__in=chunk).only("pk", "file", "original_name").order_by("pk"):
+            try:
+                with image.file.storage.open(image.file.name, "rb") as handle:
+                    info = inspect_image(
+                        handle, name=image.original_name, max_pixels=settings.IMAGE_MAX_PIXELS, with_hash=True
+                    )
+            except (ImageDecodeError, OSError, ValueError) as exc:
+                logger.warning("No hash for image #%s (%s): %s", image.pk, image.original_name, exc)
+                failed += 1
+            else:
+                image.phash = info.phash
+                updated.append(image)
+            if on_image is not None:
+                on_image()
+        Image.objects.bulk_update(updated, ["phash"])
+        hashed += len(updated)
+    return HashBackfill(hashed=hashed, failed=failed)
 
 
 def images_delete(*, images) -> int:
@@ -147,31 +192,110 @@ def batch_add_files(
     Every UPLOAD_FLUSH_EVERY files the batch's counts and report are saved and,
     on commit, thumbnails and predictions are queued for the new images.
     ``on_file`` is called with each report entry (a progress bar).
+
+    A batch may be filled by several calls (the upload page sends a large
+    selection as several requests). A file sent again into the batch that has
+    it in its report already (a retry after a dropped connection) is neither
+    stored nor counted again: its entry, given only to ``on_file``, has
+    ``resent`` set and, for a stored image, the reason RESENT_REASON.
     """
     user = user if user is not None else batch.created_by
     entries: list[dict] = []
-    accepted_ids: list[int] = []
+    earlier = _Recorded(batch.report)  # what the batch's earlier calls recorded
+    stored_now: set[int] = set()
+    near_duplicates = _NearDuplicates()
     try:
         for incoming in iter_incoming_files(files):
-            entry = _upload_one(incoming, batch=batch, user=user)
-            entries.append(entry)
-            if entry["status"] == FileStatus.ACCEPTED:
-                accepted_ids.append(entry["image_id"])
+            entry = _upload_one(incoming, batch=batch, user=user, near_duplicates=near_duplicates, stored_now=stored_now)
+            if earlier.has(entry):
+                entry = _resent(entry)
+            else:
+                entries.append(entry)
+                if entry["status"] == FileStatus.ACCEPTED:
+                    stored_now.add(entry["image_id"])
             if on_file is not None:
                 on_file(entry)
             if len(entries) >= UPLOAD_FLUSH_EVERY:
-                _batch_flush(batch, entries, accepted_ids, user)
-                entries, accepted_ids = [], []
+                _batch_flush(batch, entries, user)
+                entries = []
     finally:
         # Also when the caller's file iterator fails: what was stored is recorded and queued.
-        _batch_flush(batch, entries, accepted_ids, user)
+        _batch_flush(batch, entries, user)
     return batch
 
 
-def _upload_one(incoming: IncomingFile, *, batch: UploadBatch, user) -> dict:
-    def entry(status: str, reason: str = "", image_id: int | None = None) -> dict:
+def batch_add_rejections(*, batch: UploadBatch, rejections: Iterable[tuple[str, str]]) -> UploadBatch:
+    """Count and report files refused before they reached the upload, as (name, reason):
+    the JSON endpoint's files that did not decode, so its batch accounts for every file sent."""
+    entries = [
+        {"file": name, "status": FileStatus.REJECTED, "reason": reason, "image_id": None} for name, reason in rejections
+    ]
+    _batch_flush(batch, entries, batch.created_by)
+    return batch
+
+
+def _entry_key(entry: dict) -> tuple:
+    return (entry["file"], entry["status"], entry.get("image_id"))
+
+
+class _Recorded:
+    """What a batch's report holds: each entry's (file, outcome, image), and the images it stored.
+
+    A file whose entry is there already was sent again (an accepted image is
+    there once, whatever the file was called)."""
+
+    def __init__(self, report: list[dict]) -> None:
+        self.keys: set[tuple] = set()
+        self.stored_ids: set[int] = set()
+        for entry in report:
+            self.add(entry)
+
+    def add(self, entry: dict) -> None:
+        self.keys.add(_entry_key(entry))
+        if entry["status"] == FileStatus.ACCEPTED and entry.get("image_id"):
+            self.stored_ids.add(entry["image_id"])
+
+    def has(self, entry: dict) -> bool:
+        """Whether ``entry`` is in the report already: the same file with the same outcome, or its image stored."""
+        if entry["status"] == FileStatus.ACCEPTED:
+            return entry["image_id"] in self.stored_ids
+        return _entry_key(entry) in self.keys
+
+
+def _resent(entry: dict) -> dict:
+    if entry["status"] == FileStatus.ACCEPTED:
+        return {**entry, "reason": RESENT_REASON, "resent": True}
+    return {**entry, "reason": f"{entry['reason']} (already in this upload's report)", "resent": True}
+
+
+class _NearDuplicates:
+    """The stored hashes for one upload, loaded with its first new image (an upload of known files loads nothing)."""
+
+    def __init__(self) -> None:
+        self._index: HashIndex | None = None
+
+    def check(self, image: Image) -> dict:
+        """Report fields for ``image`` (just stored): the image it looks like and the distance, or none."""
+        if image.phash is None:
+            return {}
+        if self._index is None:
+            self._index = HashIndex.load()
+        found = self._index.nearest(image.phash, exclude=image.pk)
+        self._index.add(image.pk, image.phash)
+        if found is None:
+            return {}
+        other_id, distance = found
+        name = Image.objects.filter(pk=other_id).values_list("original_name", flat=True).first() or "?"
+        return {"reason": f"looks like image #{other_id} ({name}), distance {distance}",
+                "duplicate_of": other_id, "distance": distance}  # fmt: skip
+
+
+def _upload_one(
+    incoming: IncomingFile, *, batch: UploadBatch, user, near_duplicates: _NearDuplicates, stored_now: set[int]
+) -> dict:
+    def entry(status: str, reason: str = "", image_id: int | None = None, **extra) -> dict:
         reason = "; ".join(part for part in (incoming.note, reason) if part)
-        return {"file": incoming.label, "status": status, "reason": reason, "image_id": image_id}
+        return {"file": incoming.label, "status": status, "reason": reason, "image_id": image_id, **extra}
 
     if incoming.rejected:
         return entry(FileStatus.REJECTED, incoming.reason)
@@ -183,8 +307,23 @@ def _upload_one(incoming: IncomingFile, *, batch: UploadBatch, user) -> dict:
         logger.exception("Could not store %s", incoming.label)
         return entry(FileStatus.REJECTED, f"could not be stored ({exc.__class__.__name__}: {exc})")
     if not stored.created:
-        return entry(FileStatus.DUPLICATE, _duplicate_reason(stored.image, batch), stored.image.pk)
-    return entry(FileStatus.ACCEPTED, image_id=stored.image.pk)
+        existing = stored.image
+        if (
+            existing.batch_id == batch.pk
+            and existing.original_name == incoming.name[:255]
+            and existing.pk not in stored_now
+        ):
+            # This upload's own image, sent again by a later request: resent when
+            # the batch's report has it (batch_add_files), else stored by an
+            # attempt that was cut off before recording it, and recorded now.
+            return entry(FileStatus.ACCEPTED, image_id=existing.pk)
+        return entry(FileStatus.DUPLICATE, _duplicate_reason(existing, batch), existing.pk)
+    try:
+        near = near_duplicates.check(stored.image)
+    except Exception:  # a failed comparison must not lose a stored image
+        logger.exception("Could not compare %s with the stored images", incoming.label)
+        near = {}
+    return entry(FileStatus.ACCEPTED, image_id=stored.image.pk, **near)
 
 
 def _duplicate_reason(existing: Image, batch: UploadBatch) -> str:
@@ -193,17 +332,31 @@ def _duplicate_reason(existing: Image, batch: UploadBatch) -> str:
     return f"already uploaded as {existing.original_name} (image #{existing.pk})"
 
 
-def _batch_flush(batch: UploadBatch, entries: list[dict], accepted_ids: list[int], user) -> None:
+def _batch_flush(batch: UploadBatch, entries: list[dict], user) -> None:
+    """Add ``entries`` to the batch's counts and report, and queue the new images' follow-up work on commit.
+
+    The batch row is locked and, when another request wrote to it meanwhile (a
+    retry sent while the first attempt was still being stored), read again:
+    no entry of either is lost, and what the other recorded is not counted again.
+    """
     if not entries:
         return
-    statuses = [entry["status"] for entry in entries]
-    batch.accepted_count += statuses.count(FileStatus.ACCEPTED)
-    batch.duplicate_count += statuses.count(FileStatus.DUPLICATE)
-    batch.rejected_count += statuses.count(FileStatus.REJECTED)
-    batch.report = [*batch.report, *entries]
-    batch.save(update_fields=["accepted_count", "duplicate_count", "rejected_count", "report"])
+    counted = ["accepted_count", "duplicate_count", "rejected_count"]
+    with transaction.atomic():
+        current = UploadBatch.objects.select_for_update().filter(pk=batch.pk).values_list(*counted).get()
+        if current != tuple(getattr(batch, field) for field in counted):
+            batch.refresh_from_db(fields=[*counted, "report"])
+            recorded = _Recorded(batch.report)
+            entries = [entry for entry in entries if not recorded.has(entry)]
+        statuses = [entry["status"] for entry in entries]
+        batch.accepted_count += statuses.count(FileStatus.ACCEPTED)
+        batch.duplicate_count += statuses.count(FileStatus.DUPLICATE)
+        batch.rejected_count += statuses.count(FileStatus.REJECTED)
+        batch.report = [*batch.report, *entries]
+        batch.save(update_fields=[*counted, "report"])
+    accepted_ids = [entry["image_id"] for entry in entries if entry["status"] == FileStatus.ACCEPTED]
     if accepted_ids:
-        transaction.on_commit(partial(_follow_up_queue, image_ids=list(accepted_ids), batch=batch, user=user))
+        transaction.on_commit(partial(_follow_up_queue, image_ids=accepted_ids, batch=batch, user=user))
 
 
 def _follow_up_queue(*, image_ids: list[int], batch: UploadBatch, user) -> None:

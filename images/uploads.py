@@ -2,10 +2,15 @@
 
 Nothing here touches the database or the storage: it only reads, with every size
 limit enforced before the bytes are read, and says why a file cannot be used.
-Zip archives are never extracted to disk: members are read one by one, by their
-base name, with the central directory's numbers checked before anything is
-inflated (a zip bomb is refused without being expanded) and every read bounded
-(the numbers can lie).
+Zip archives are never extracted to disk: members are read one by one, with the
+central directory's numbers checked before anything is inflated (a zip bomb is
+refused without being expanded) and every read bounded (the numbers can lie).
+
+A file keeps its path inside its archive, or inside the folder it was dropped
+or imported with, as its name (``site_a/DSC_505.jpg``): equal names in different
+folders stay distinct. The path is sanitised (``safe_path``): printable
+characters, ``/`` between folders, and a path that tries to leave its folder
+(``..``, absolute, a drive letter) is reduced to its base name, with a note.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from django.conf import settings
@@ -29,6 +34,8 @@ NESTED_ARCHIVE_SUFFIXES = (
 # A member smaller than this cannot hurt whatever it inflates to, and small
 # uncompressed images (a flat-colour BMP) legitimately compress very well.
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
+# Image.original_name's length.
+NAME_MAX_LENGTH = 255
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 
 
@@ -58,8 +65,9 @@ class IncomingFile:
     """One file of an upload: its bytes, or the reason there are none.
 
     ``label`` names it in the report (``photos.zip/cats/tom.jpg``); ``name`` is the
-    bare file name kept on the Image. ``note`` is said whatever happens next (an
-    unsafe archive path that was reduced to its base name).
+    name kept on the Image: its sanitised path in its archive or folder
+    (``cats/tom.jpg``). ``note`` is said whatever happens next (an unsafe path
+    that was reduced to its base name).
     """
 
     label: str
@@ -79,11 +87,12 @@ def iter_incoming_files(
     """Each uploaded file read into memory; zip archives expanded member by member."""
     limits = limits or UploadLimits.from_settings()
     for client_name, fp in files:
-        name = base_name(client_name)[0]
+        name, escapes = safe_path(client_name)
         if _looks_like_zip(name, fp):
             yield from iter_zip_members(name, fp, limits=limits)
         else:
-            yield read_file(client_name or name, name, fp, max_bytes=limits.image_max_bytes)
+            incoming = read_file(client_name or name, name, fp, max_bytes=limits.image_max_bytes)
+            yield replace(incoming, note=_unsafe_note(client_name, name)) if escapes else incoming
 
 
 def read_file(label: str, name: str, fp: IO[bytes], *, max_bytes: int) -> IncomingFile:
@@ -115,6 +124,27 @@ def base_name(raw: str) -> tuple[str, bool]:
         name = "unnamed"
     escapes = cleaned.startswith(("/", "\\")) or ".." in parts or bool(_DRIVE_LETTER.match(cleaned))
     return name, escapes
+
+
+def safe_path(raw: str) -> tuple[str, bool]:
+    """``raw`` as a relative path kept as an image's name, and whether it tried to leave its folder.
+
+    Printable characters only, folders joined by ``/``, no empty or ``.`` parts.
+    A path that tries to leave (``..``, absolute, a drive letter) is reduced to
+    its base name. One too long for the name loses its leading folders.
+    """
+    name, escapes = base_name(raw)
+    if escapes:
+        return name, True
+    parts = [part.strip() for part in printable(raw or "").replace("\\", "/").split("/")]
+    folders = [part for part in parts[:-1] if part not in ("", ".")]
+    while folders and len("/".join([*folders, name])) > NAME_MAX_LENGTH:
+        folders.pop(0)
+    return "/".join([*folders, name]), False
+
+
+def _unsafe_note(raw: str, name: str) -> str:
+    return f"unsafe path {printable(raw)!r} reduced to {name!r}"
 
 
 # --- zip archives ---------------------------------------------------------------
@@ -182,7 +212,7 @@ def _archive_problem(members: list[zipfile.ZipInfo], limits: UploadLimits) -> st
 def _read_member(
     archive: zipfile.ZipFile, archive_name: str, info: zipfile.ZipInfo, limits: UploadLimits, *, room: int
 ) -> IncomingFile:
-    name, escapes = base_name(info.filename)
+    name, escapes = safe_path(info.filename)
     if escapes:
         label = f"{archive_name}/{name}"
         note = f"unsafe path {info.filename!r} in the archive reduced to {name!r}"

@@ -14,6 +14,7 @@ import-export's per-field machinery, not in the database or the CSV writer.
 """
 
 from collections.abc import Callable
+from datetime import date
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -33,6 +34,7 @@ from predictions.models import ModelVersion, Review
 from predictions.selectors.exports import image_export_queryset
 from predictions.selectors.label_audit import label_audit_latest_finished, label_suspect_score_subquery
 from predictions.selectors.versions import model_version_active
+from predictions.services.prediction_rows import PROBABILITY_DECIMALS
 
 # A spreadsheet reads a cell starting with one of these as a formula (tab and
 # carriage return hide one behind whitespace). Prefixing a single quote makes
@@ -134,6 +136,11 @@ class ImageLabelResource(resources.ModelResource):
         self.base_url = base_url
         self.model_version = model_version_active() if model_version == ACTIVE_VERSION else model_version
 
+    @classmethod
+    def export_filename(cls, *, day: date, extension: str = "csv") -> str:
+        """The file's name: what it holds and the day it was taken, "labels-with-probabilities-2026-11-29.csv"."""
+        return f"{cls.export_key.replace('_', '-')}-{day:%Y-%m-%d}.{extension}"
+
     def filter_export(self, queryset: QuerySet[Image], **kwargs) -> QuerySet:
         """The images of `queryset` as the `export_values` their rows are made from."""
         return image_export_queryset(queryset=queryset, model_version=self.model_version).values(
@@ -144,7 +151,8 @@ class ImageLabelResource(resources.ModelResource):
         """Each export field's cell, a function of one image's `export_values`.
 
         Text is text ('' for none), numbers stay numbers (so a negative one is
-        not taken for a formula, and spreadsheets sort and sum them), datetimes
+        not taken for a formula, and spreadsheets sort and sum them; the confidence
+        rounded as the stored probabilities are, 6 places), datetimes
         are ISO 8601 with the offset in the site's time zone (unambiguous in any
         tool), and the agreement is 1, 0 or empty.
         """
@@ -176,7 +184,7 @@ class ImageLabelResource(resources.ModelResource):
             "uploaded_at": iso_datetime("uploaded_at"),
             "model_version": lambda values: "" if values["export_predicted_label"] is None else version_name,
             "predicted_label": text("export_predicted_label"),
-            "confidence": itemgetter("export_confidence"),
+            "confidence": lambda values: _rounded(values["export_confidence"]),
             "final_label": text("final_label__name"),
             "reviewed_by": text("reviewed_by__username"),
             "reviewed_at": iso_datetime("reviewed_at"),
@@ -213,6 +221,12 @@ class ImageLabelResource(resources.ModelResource):
 
     def export_resource(self, instance, selected_fields=None, **kwargs):
         raise NotImplementedError("Label rows are made from values, not instances: use export_row_function().")
+
+
+def _rounded(value: float | None) -> float | None:
+    # The worker stores the confidence as the model's float32 gave it (0.8999999761581421)
+    # and the probabilities rounded (prediction_rows): the export shows both alike.
+    return None if value is None else round(value, PROBABILITY_DECIMALS)
 
 
 def _probability(probabilities: list[float] | None, index: int) -> float | None:

@@ -1,9 +1,10 @@
 """Admin: label export of images, and the background export jobs.
 
 `ImageExportMixin` goes on the image admin (images/admin.py): django-import-export's
-admin mixin with this tool's rules added: CSV only, a background ExportJob above
-settings.EXPORT_SYNC_MAX_ROWS, and training-set actions. The label import is in
-predictions/admin/label_imports.py.
+admin mixin with this tool's rules added: CSV (plain, or with a byte order mark for
+Excel), files named by what they hold and the day ("labels-2026-11-29.csv"), a
+background ExportJob above settings.EXPORT_SYNC_MAX_ROWS, and training-set actions.
+The label import is in predictions/admin/label_imports.py.
 """
 
 import csv
@@ -21,6 +22,7 @@ from django.utils.cache import patch_cache_control
 from django.utils.html import format_html
 from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import CSV
+from import_export.forms import SelectableFieldsExportForm
 
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import ExportJob
@@ -29,15 +31,45 @@ from predictions.resources import (
     ImageLabelResource,
     ImageLabelWithProbabilitiesResource,
     ImageLabelWithSuspectScoreResource,
+    file_url_function,
 )
 from predictions.selectors.exports import training_set_rows
 from predictions.services.exports import (
+    EXPORT_KIND_NAMES,
+    TRAINING_SET_STEM,
     export_job_delete,
     labels_csv_export_start,
     training_zip_export_start,
 )
 
 EXPORT_PERMISSION = "images.export_image"
+
+
+class ExcelCSV(CSV):
+    """CSV that Excel opens as UTF-8: the same text after a byte order mark.
+
+    Without the mark Excel reads a CSV in the machine's legacy code page, and
+    "Überprüfung_größe_日本.jpg" comes out as mojibake. Python reads it with
+    encoding "utf-8-sig" (pandas skips the mark by itself).
+    """
+
+    def get_title(self):
+        return "csv for Excel (UTF-8 with BOM)"
+
+    def export_data(self, dataset, **kwargs):
+        return "\ufeff" + dataset.export("csv", **kwargs)
+
+    def can_import(self):
+        return False
+
+
+class ExportForm(SelectableFieldsExportForm):
+    """import-export's export form, with plain CSV chosen to begin with."""
+
+    def __init__(self, formats, resources, **kwargs):
+        super().__init__(formats, resources, **kwargs)
+        self.fields["format"].choices = [choice for choice in self.fields["format"].choices if choice[0]]
+        self.fields["format"].initial = "0"
 
 
 class _Echo:
@@ -47,25 +79,30 @@ class _Echo:
         return value
 
 
-@admin.action(permissions=["export"], description="Export training set CSV (path,label) of selected reviewed images")
+@admin.action(
+    permissions=["export"],
+    description="Export training set CSV (path,label,split,image_url) of selected reviewed images",
+)
 def export_training_csv(modeladmin, request, queryset):
-    """Stream `path,label` rows of the reviewed images, the CSV `python -m ml.train --data` reads.
+    """Stream `path,label,split,image_url` rows of the reviewed images: the CSV `python -m ml.train --data` reads.
 
-    Paths are absolute file paths when the default storage is on this
-    machine's disk, else storage names (relative to wherever the files are
-    copied). Values are written as they are, without the formula escaping of
-    the label export: this file is read by the trainer, and an escaped label
-    would be a different class.
+    Paths are relative to the root of the training zip, the same `<label>/<sha256>.<ext>`
+    as its labels.csv: the CSV works next to an unpacked zip of the same images, on
+    any machine, and a script can fetch the files into that layout from `image_url`
+    (with an API token). Values are written as they are, without the formula escaping
+    of the label export: this file is read by the trainer, and an escaped label would
+    be a different class.
     """
     writer = csv.writer(_Echo())
+    image_url = file_url_function(base_url=request.build_absolute_uri("/"))
 
     def lines():
-        yield writer.writerow(("path", "label"))
-        for row in training_set_rows(queryset=queryset, storage=default_storage):
-            yield writer.writerow(row)
+        yield writer.writerow(("path", "label", "split", "image_url"))
+        for row in training_set_rows(queryset=queryset):
+            yield writer.writerow((row.path, row.label, row.split, image_url(row.file)))
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    filename = f"training-set-{timezone.now():%Y-%m-%d}.csv"
+    filename = f"{TRAINING_SET_STEM}-{timezone.localdate():%Y-%m-%d}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -119,8 +156,20 @@ class ImageExportMixin(ExportActionMixin):
     resource_classes = [ImageLabelResource, ImageLabelWithProbabilitiesResource, ImageLabelWithSuspectScoreResource]
     show_change_form_export = False  # one image's row is on its page already
     # CSV only: the format the background export writes, and the one the
-    # formula neutralisation is made for.
-    export_formats = [CSV]
+    # formula neutralisation is made for; the second has Excel's byte order mark.
+    export_formats = [CSV, ExcelCSV]
+    export_form_class = ExportForm
+
+    def _chosen_export_resource(self, request) -> type[ImageLabelResource]:
+        # The export form posts the resource's index; it was validated before the file is made.
+        classes = self.get_export_resource_classes(request)
+        index = request.POST.get("resource", "0")
+        return classes[int(index)] if index.isdigit() and int(index) < len(classes) else classes[0]
+
+    def get_export_filename(self, request, queryset, file_format):
+        return self._chosen_export_resource(request).export_filename(
+            day=timezone.localdate(), extension=file_format.get_extension()
+        )
 
     def get_export_resource_kwargs(self, request, **kwargs):
         return {**super().get_export_resource_kwargs(request, **kwargs), "base_url": request.build_absolute_uri("/")}
@@ -138,13 +187,14 @@ class ImageExportMixin(ExportActionMixin):
                 actions[action.__name__] = self.get_action(action)
         return actions
 
-    def _export_in_background(self, request, queryset, *, resource_class, fields=None):
+    def _export_in_background(self, request, queryset, *, resource_class, fields=None, excel=False):
         job = labels_csv_export_start(
             image_ids=list(queryset.values_list("pk", flat=True)),
             user=request.user,
             resource_key=resource_class.export_key,
             fields=fields,
             base_url=request.build_absolute_uri("/"),
+            byte_order_mark=excel,
         )
         return _export_started_response(self, request, job)
 
@@ -166,11 +216,13 @@ class ImageExportMixin(ExportActionMixin):
         try:
             return super().export_action(request)
         except _TooBigForTheRequest as big:
+            formats = self.get_export_formats()
             return self._export_in_background(
                 request,
                 big.queryset,
                 resource_class=self.choose_export_resource_class(big.export_form, request),
                 fields=self.get_export_resource_fields_from_form(big.export_form),
+                excel=formats[int(big.export_form.cleaned_data["format"])] is ExcelCSV,
             )
 
     def export_admin_action(self, request, queryset):
@@ -182,18 +234,37 @@ class ImageExportMixin(ExportActionMixin):
         return super().export_admin_action(request, queryset)
 
 
+class ExportKindFilter(admin.SimpleListFilter):
+    """The kinds in words ("Training zip"), not as stored ("training_zip"); the field has no choices."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return list(EXPORT_KIND_NAMES.items())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
 @admin.register(ExportJob)
 class ExportJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Made by the export actions; viewed, downloaded and deleted here."""
 
-    list_display = ["__str__", "kind", "status", "progress", "created_by", "created_at", "finished_at", "download"]
-    list_filter = ["kind", "status"]
+    list_display = [
+        "__str__", "kind_name", "status", "progress", "created_by", "created_at", "finished_at", "download",
+    ]  # fmt: skip
+    list_filter = [ExportKindFilter, "status"]
     list_select_related = ["created_by"]
     readonly_fields = [
-        "kind", "status", "progress", "download", "error", "created_by", "created_at", "finished_at", "columns",
+        "kind_name", "status", "progress", "download", "error", "created_by", "created_at", "finished_at", "columns",
     ]  # fmt: skip
     fields = readonly_fields
     date_hierarchy = "created_at"
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_name(self, job: ExportJob) -> str:
+        return EXPORT_KIND_NAMES.get(job.kind, job.kind)
 
     @admin.display(description="progress")
     def progress(self, job: ExportJob) -> str:
@@ -206,7 +277,8 @@ class ExportJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if job.kind != "labels_csv":
             return "-"
         resource = EXPORT_RESOURCES.get(job.params.get("resource"), ImageLabelResource)
-        return f"{resource.Meta.name}: " + (", ".join(job.params.get("fields") or []) or "all")
+        excel = " (csv for Excel)" if job.params.get("byte_order_mark") else ""
+        return f"{resource.Meta.name}{excel}: " + (", ".join(job.params.get("fields") or []) or "all")
 
     @admin.display(description="file")
     def download(self, job: ExportJob) -> str:

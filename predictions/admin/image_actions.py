@@ -32,6 +32,7 @@ from predictions.selectors.versions import model_version_active
 from predictions.services.jobs import retry_failed_predictions
 from predictions.services.model_versions import images_repredict
 from predictions.services.operations import OperationResult
+from predictions.services.quality import LEAD_PERMISSION, images_gold_set
 from predictions.services.reviews import reviews_grid_confirm, reviews_grid_set_label
 
 REVIEW_PERMISSION = "predictions.add_review"
@@ -52,6 +53,9 @@ class ImageActionPermissionsMixin:
 
     def has_predict_permission(self, request) -> bool:
         return request.user.has_perm(PREDICT_PERMISSION)
+
+    def has_gold_permission(self, request) -> bool:
+        return request.user.has_perm(LEAD_PERMISSION)
 
 
 def job_link(job: PredictionJob) -> str:
@@ -264,3 +268,26 @@ def repredict_images(modeladmin, request, queryset):
 def repredict_batches(modeladmin, request, queryset):
     """UploadBatchAdmin: the images of the selected batches."""
     _repredict(modeladmin, request, list(Image.objects.filter(batch__in=queryset).values_list("pk", flat=True)))
+
+
+# --- gold: a Lead's reference labels (predictions/services/quality.py) --------------------
+
+
+def _gold(modeladmin, request, queryset, *, gold: bool) -> None:
+    result = images_gold_set(image_ids=list(queryset.values_list("pk", flat=True)), gold=gold)
+    text = f"{result.changed} image(s) {'marked as gold' if gold else 'no longer gold'}"
+    if result.skipped:
+        text = f"{text}; {sum(result.skipped.values())} left as they were ({result.skipped_text()})"
+    modeladmin.message_user(request, f"{text}.", messages.SUCCESS if result.changed else messages.WARNING)
+
+
+@admin.action(description="Mark as gold", permissions=["gold"])
+def mark_gold(modeladmin, request, queryset):
+    """ImageAdmin: the selected images' labels become references, mixed into reviewers' queues."""
+    _gold(modeladmin, request, queryset, gold=True)
+
+
+@admin.action(description="Unmark gold", permissions=["gold"])
+def unmark_gold(modeladmin, request, queryset):
+    """ImageAdmin."""
+    _gold(modeladmin, request, queryset, gold=False)

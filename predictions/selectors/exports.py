@@ -7,13 +7,17 @@ FilteredRelation on the unique image+version pair), the latest live review's
 label are joined in by the values() the export reads.
 """
 
+import os
+import re
 from collections.abc import Iterator
+from typing import NamedTuple
 
-from django.core.files.storage import Storage
 from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
 from images.models import Image
 from predictions.models import ExportJob, ModelVersion, Review
+from predictions.selectors.splits import training_split
+from reviewtool.batching import id_chunks
 
 
 def image_export_queryset(*, queryset: QuerySet[Image], model_version: ModelVersion | None) -> QuerySet[Image]:
@@ -49,26 +53,46 @@ def export_job_images(*, job: ExportJob) -> list[int]:
     return [int(pk) for pk in job.params.get("image_ids", [])]
 
 
-def storage_training_path(*, storage: Storage, name: str) -> str:
-    """Where `ml.train` finds a stored file: its absolute path when the storage
-    is on this machine's disk, else the storage name (then relative to wherever
-    the files are copied)."""
-    try:
-        return storage.path(name)
-    except NotImplementedError:
-        return name
+_UNSAFE_FOLDER_CHARACTERS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 
 
-def training_set_rows(
-    *, queryset: QuerySet[Image], storage: Storage, chunk_size: int = 2000
-) -> Iterator[tuple[str, str]]:
-    """(path, label) for the reviewed images of `queryset`, streamed in chunks."""
+def label_folder_name(label: str) -> str:
+    """A label as a folder name: no path separators or characters Windows refuses, never '.' or '..'."""
+    name = _UNSAFE_FOLDER_CHARACTERS.sub("_", label).strip()
+    return name if name.strip(".") else f"label_{name.replace('.', '_') or 'empty'}"
+
+
+def training_member_name(*, label: str, sha256: str, file_name: str, image_format: str) -> str:
+    """Where a training image lies under the root of a training zip: `<label>/<sha256>.<ext>`.
+
+    The zip's members and every training CSV's paths are this name, so a CSV works
+    next to the unpacked zip whatever machine it is on.
+    """
+    extension = os.path.splitext(file_name)[1].lower() or f".{image_format.lower()}"
+    return f"{label_folder_name(label)}/{sha256}{extension}"
+
+
+class TrainingRow(NamedTuple):
+    path: str  # relative to the training zip's root (training_member_name)
+    label: str
+    split: str  # "train" or "validation"
+    file: str  # the storage name, for the image's URL
+
+
+def training_set_rows(*, queryset: QuerySet[Image], chunk_size: int = 2000) -> Iterator[TrainingRow]:
+    """A TrainingRow for each reviewed image of `queryset`, streamed in chunks.
+
+    `split` keeps a near-duplicate group always on one side (predictions.selectors.splits).
+    """
     reviewed = (
         queryset.prefetch_related(None)
         .filter(final_label__isnull=False)
         .annotate(training_label=F("final_label__name"))
-        .values_list("file", "training_label")
+        .values_list("pk", "file", "training_label", "sha256", "format")
         .order_by("pk")
     )
-    for name, label in reviewed.iterator(chunk_size=chunk_size):
-        yield storage_training_path(storage=storage, name=name), label
+    for rows in id_chunks(reviewed.iterator(chunk_size=chunk_size), chunk_size):
+        split = training_split(image_ids=[row[0] for row in rows])
+        for pk, name, label, sha256, image_format in rows:
+            path = training_member_name(label=label, sha256=sha256, file_name=name, image_format=image_format)
+            yield TrainingRow(path=path, label=label, split=split[pk], file=name)

@@ -11,7 +11,6 @@ immediate export.
 import csv
 import io
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -26,13 +25,17 @@ from django_q.tasks import async_task
 from images.models import Image
 from predictions.models import ExportJob
 from predictions.resources import EXPORT_RESOURCES, ImageLabelResource
-from predictions.selectors.exports import export_job_images
+from predictions.selectors.exports import export_job_images, training_member_name
+from predictions.selectors.splits import training_split
 from predictions.selectors.versions import model_version_active_id, model_version_or_active
 from reviewtool.batching import id_chunks
 
 EXPORTS_FOLDER = "exports"
 LABELS_CSV = "labels_csv"
 TRAINING_ZIP = "training_zip"
+# ExportJob.kind has no choices (the schema is frozen): the words the admin shows.
+EXPORT_KIND_NAMES = {LABELS_CSV: "Labels CSV", TRAINING_ZIP: "Training zip"}
+TRAINING_SET_STEM = "training-set"
 EXPORT_CHUNK_SIZE = 2000
 
 _TASKS = {
@@ -63,11 +66,13 @@ def labels_csv_export_start(
     resource_key: str = ImageLabelResource.export_key,
     fields: Sequence[str] | None = None,
     base_url: str = "",
+    byte_order_mark: bool = False,
 ) -> ExportJob:
     """A label CSV of these images in the background, with the columns the export form chose.
 
     The model version is fixed now (the active one), so a version activated
-    while the job waits does not change what the file reports.
+    while the job waits does not change what the file reports. `byte_order_mark`:
+    the file starts with UTF-8's, for Excel (the export form's "csv for Excel").
     """
     if resource_key not in EXPORT_RESOURCES:
         raise ValueError(f"Unknown export resource {resource_key!r}.")
@@ -81,6 +86,7 @@ def labels_csv_export_start(
             "fields": list(fields or []),
             "base_url": base_url,
             "model_version_id": version_id,
+            "byte_order_mark": byte_order_mark,
         },
     )
 
@@ -121,6 +127,12 @@ def _job_finish(*, job: ExportJob, temporary_file, name: str, note: str = "") ->
     )
 
 
+def _job_file_name(*, job: ExportJob, filename: str) -> str:
+    # A folder per job keeps names unique, so the file downloads under its own name
+    # ("labels-2026-11-29.csv", the day the export was asked for).
+    return f"{EXPORTS_FOLDER}/{job.pk}/{filename}"
+
+
 def _job_fail(*, job_id: int, error: Exception) -> None:
     ExportJob.objects.filter(pk=job_id).update(
         status=ExportJob.Status.FAILED, error=f"{type(error).__name__}: {error}", finished_at=timezone.now()
@@ -135,14 +147,15 @@ def labels_csv_write(*, job_id: int) -> None:
     try:
         params = job.params
         version_id = params.get("model_version_id")
-        resource = EXPORT_RESOURCES[params.get("resource", ImageLabelResource.export_key)](
+        resource_class = EXPORT_RESOURCES[params.get("resource", ImageLabelResource.export_key)]
+        resource = resource_class(
             base_url=params.get("base_url", ""),
             model_version=model_version_or_active(version_id=version_id) if version_id else None,
         )
         selected = params.get("fields") or None
         row = resource.export_row_function(selected)
         with tempfile.TemporaryFile() as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig" if params.get("byte_order_mark") else "utf-8", newline="")
             writer = csv.writer(text)
             writer.writerow(resource.get_export_headers(selected_fields=selected))
             done = 0
@@ -156,27 +169,21 @@ def labels_csv_write(*, job_id: int) -> None:
                 _job_progress(job=job, done=done)
             text.flush()
             text.detach()
-            _job_finish(job=job, temporary_file=raw, name=f"{EXPORTS_FOLDER}/{job.pk}-labels.csv")
+            day = timezone.localdate(job.created_at)
+            name = _job_file_name(job=job, filename=resource_class.export_filename(day=day))
+            _job_finish(job=job, temporary_file=raw, name=name)
     except Exception as exc:
         _job_fail(job_id=job_id, error=exc)
         raise
 
 
-_UNSAFE_FOLDER_CHARACTERS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
-
-
-def label_folder_name(label: str) -> str:
-    """A label as a folder name: no path separators or characters Windows refuses, never '.' or '..'."""
-    name = _UNSAFE_FOLDER_CHARACTERS.sub("_", label).strip()
-    return name if name.strip(".") else f"label_{name.replace('.', '_') or 'empty'}"
-
-
 def training_zip_write(*, job_id: int) -> None:
-    """Write a training zip job's file: `<label>/<sha256>.<ext>` plus a `labels.csv` (path,label).
+    """Write a training zip job's file: `<label>/<sha256>.<ext>` plus a `labels.csv` (path,label,split).
 
     `python -m ml.train --data` takes the unpacked folder (one folder per class)
-    or its labels.csv (paths relative to the CSV). Image files that have gone
-    missing from the storage are left out and named in the job's note.
+    or its labels.csv (paths relative to the CSV). `split` (train/validation) keeps
+    each near-duplicate group on one side (predictions.selectors.splits). Image
+    files that have gone missing from the storage are left out and named in the job's note.
     """
     job = _job_begin(job_id=job_id)
     if job is None:
@@ -188,7 +195,7 @@ def training_zip_write(*, job_id: int) -> None:
             with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
                 index = io.StringIO()
                 index_writer = csv.writer(index)
-                index_writer.writerow(["path", "label"])
+                index_writer.writerow(["path", "label", "split"])
                 done = 0
                 for chunk in id_chunks(export_job_images(job=job), EXPORT_CHUNK_SIZE):
                     reviewed = (
@@ -197,9 +204,12 @@ def training_zip_write(*, job_id: int) -> None:
                         .only("file", "sha256", "format", "original_name", "final_label__name")
                         .order_by("pk")
                     )
+                    split = training_split(image_ids=chunk)
                     for image in reviewed:
-                        extension = os.path.splitext(image.file.name)[1].lower() or f".{image.format.lower()}"
-                        member = f"{label_folder_name(image.final_label.name)}/{image.sha256}{extension}"
+                        member = training_member_name(
+                            label=image.final_label.name, sha256=image.sha256, file_name=image.file.name,
+                            image_format=image.format,
+                        )
                         try:
                             with default_storage.open(image.file.name, "rb") as source:
                                 with archive.open(member, "w") as target:
@@ -207,7 +217,7 @@ def training_zip_write(*, job_id: int) -> None:
                         except FileNotFoundError:
                             missing.append(image.original_name)
                             continue
-                        index_writer.writerow([member, image.final_label.name])
+                        index_writer.writerow([member, image.final_label.name, split[image.pk]])
                     done += len(chunk)
                     _job_progress(job=job, done=done)
                 archive.writestr("labels.csv", index.getvalue())
@@ -215,7 +225,9 @@ def training_zip_write(*, job_id: int) -> None:
             if missing:
                 shown = ", ".join(missing[:20]) + (" …" if len(missing) > 20 else "")
                 note = f"{len(missing)} image file(s) missing from storage were left out: {shown}"
-            _job_finish(job=job, temporary_file=raw, name=f"{EXPORTS_FOLDER}/{job.pk}-training.zip", note=note)
+            day = timezone.localdate(job.created_at)
+            name = _job_file_name(job=job, filename=f"{TRAINING_SET_STEM}-{day:%Y-%m-%d}.zip")
+            _job_finish(job=job, temporary_file=raw, name=name, note=note)
     except Exception as exc:
         _job_fail(job_id=job_id, error=exc)
         raise

@@ -2,7 +2,8 @@
 
 Every way of asking for predictions ends here: an upload (through the post-upload
 hook images.hooks, registered in predictions.apps), a retry of failed images,
-activating a version (``predict_missing``), a re-predict action. Each records a
+activating a version (``predict_missing``), a re-predict action, filling the
+embeddings a version's older predictions lack (``embeddings_fill``). Each records a
 PredictionJob (done/total progress in the admin) and, once the caller's
 transaction commits, queues one ``predictions.tasks.predict_chunk`` task per
 chunk of image ids.
@@ -19,15 +20,22 @@ import math
 from collections.abc import Iterable, Sequence
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 from django_q.tasks import async_task
 
 from images.models import Image, UploadBatch
-from predictions.models import ModelVersion, PredictionFailure, PredictionJob
+from predictions.models import ModelVersion, Prediction, PredictionFailure, PredictionJob
+from predictions.services.chunk_record import EMBEDDINGS_REASON
 from predictions.selectors.versions import model_version_active
 from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
 
 logger = logging.getLogger(__name__)
+
+# PredictionJob.reason of an upload's job: one per batch and model version (_upload_job_extend).
+UPLOAD_REASON = "upload"
 
 
 def _ids_lacking_prediction(*, model_version: ModelVersion, image_ids: Iterable[int]) -> list[int]:
@@ -58,11 +66,43 @@ def _job_create_and_queue(
         total=len(image_ids),
         created_by=user if user is not None and user.is_authenticated else None,
     )
+    job.queued_now = len(image_ids)
     chunk_count = chunks_queue_on_commit(job=job, image_ids=image_ids)
     logger.info(
         "Prediction job %s (%s): %d images with %s in %d chunks",
         job.pk, reason, job.total, model_version, chunk_count,
     )
+    return job
+
+
+def _upload_job_extend(*, model_version: ModelVersion, image_ids: list[int], batch: UploadBatch) -> PredictionJob | None:
+    """Add ``image_ids`` to the upload job ``batch`` already has for ``model_version``; None when it has none.
+
+    One upload is one job however it arrives: a large one is stored (and queued)
+    200 files at a time (images.services.UPLOAD_FLUSH_EVERY), and the admin's
+    upload page sends a large selection as several requests into one batch. A
+    job that finished meanwhile is opened again; a failed one is left as it is.
+    """
+    job = (
+        PredictionJob.objects.select_for_update()
+        .filter(batch=batch, model_version=model_version, reason=UPLOAD_REASON)
+        .exclude(status=PredictionJob.Status.FAILED)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if job is None:
+        return None
+    reopened = PredictionJob.Status.RUNNING if job.started_at else PredictionJob.Status.QUEUED
+    PredictionJob.objects.filter(pk=job.pk).update(
+        total=F("total") + len(image_ids),
+        status=reopened if job.status == PredictionJob.Status.DONE else job.status,
+        finished_at=None,
+        progressed_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    job.queued_now = len(image_ids)
+    chunk_count = chunks_queue_on_commit(job=job, image_ids=image_ids, label="added chunk")
+    logger.info("Prediction job %s (upload): %d more images in %d chunks", job.pk, len(image_ids), chunk_count)
     return job
 
 
@@ -103,7 +143,9 @@ def enqueue_predictions(
     """Queue the images that still lack a prediction from ``model_version`` (default: the active one).
 
     Returns None when nothing is queued: there is no active, validated model
-    version (logged as a warning), or every image already has a prediction.
+    version (logged as a warning), or every image already has a prediction. The
+    job's ``queued_now`` says how many images this call queued: an upload's job
+    (reason "upload" with a batch) is the batch's one job, extended by each part.
     """
     model_version = model_version or model_version_active()
     if model_version is None or model_version.validation_status != ModelVersion.Validation.VALID:
@@ -116,19 +158,24 @@ def enqueue_predictions(
     missing = _ids_lacking_prediction(model_version=model_version, image_ids=image_ids)
     if not missing:
         return None
+    if reason == UPLOAD_REASON and batch is not None:
+        job = _upload_job_extend(model_version=model_version, image_ids=missing, batch=batch)
+        if job is not None:
+            return job
     return _job_create_and_queue(model_version=model_version, image_ids=missing, batch=batch, reason=reason, user=user)
 
 
 def upload_predictions_enqueue(*, image_ids: list[int], batch: UploadBatch, user) -> set[int]:
     """The post-upload hook (images.hooks, registered in predictions.apps): queue an upload's new images.
 
-    Returns the ids the prediction worker will decode, and so thumbnail (the
-    images app thumbnails the others itself). Only all or none: when some images
-    are not queued (no active model, a prediction already there), the thumbnail
-    task gets them all, and skips those a worker has thumbnailed by then.
+    Every part of one upload (batch) goes into the batch's one upload job. Returns
+    the ids the prediction worker will decode, and so thumbnail (the images app
+    thumbnails the others itself). Only all or none: when some images are not
+    queued (no active model, a prediction already there), the thumbnail task gets
+    them all, and skips those a worker has thumbnailed by then.
     """
-    job = enqueue_predictions(image_ids=image_ids, batch=batch, reason="upload", user=user)
-    if job is None or job.total < len(set(image_ids)):
+    job = enqueue_predictions(image_ids=image_ids, batch=batch, reason=UPLOAD_REASON, user=user)
+    if job is None or job.queued_now < len(set(image_ids)):
         return set()
     return set(image_ids)
 
@@ -175,3 +222,27 @@ def predict_missing(*, model_version: ModelVersion, user=None, reason: str) -> P
     if not missing:
         return None
     return _job_create_and_queue(model_version=model_version, image_ids=missing, batch=None, reason=reason, user=user)
+
+
+@transaction.atomic
+def embeddings_fill(*, model_version: ModelVersion, user=None) -> PredictionJob | None:
+    """Queue the images whose prediction from ``model_version`` has no embedding (made before they were stored).
+
+    A job like any other (progress, sweep, idempotent chunks) whose chunks write
+    only the missing embeddings (predictions.services.chunk_record); None when
+    none is missing.
+    """
+    if model_version.validation_status != ModelVersion.Validation.VALID:
+        raise ValidationError(f"{model_version.name} cannot compute embeddings: its checkpoint is not valid.")
+    if not settings.STORE_EMBEDDINGS:
+        raise ValidationError("Embeddings are switched off on this installation (STORE_EMBEDDINGS).")
+    missing = list(
+        Prediction.objects.filter(model_version=model_version, embedding__isnull=True)
+        .order_by("image_id")
+        .values_list("image_id", flat=True)
+    )
+    if not missing:
+        return None
+    return _job_create_and_queue(
+        model_version=model_version, image_ids=missing, batch=None, reason=EMBEDDINGS_REASON, user=user
+    )

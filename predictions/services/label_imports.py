@@ -8,7 +8,9 @@ dry run and apply alike: predictions.services.label_import_jobs) and
 
 Columns: ``sha256``, ``original_name`` or ``file`` (the storage name) finds the
 image (the first of them filled in a row), ``label`` (or ``final_label``, as the
-label export names it) gives its label. Cells are read as the export wrote them:
+label export names it) gives its label. An image uploaded in a folder or a zip is
+named with its path there (``site_a/DSC_505.jpg``); a bare ``DSC_505.jpg`` finds
+it too, unless images in several folders have that name (the row says which). Cells are read as the export wrote them:
 a formula-escaped name (``'=x.jpg``) is looked up as ``=x.jpg``.
 
 Checking reads in bulk: each block of rows looks its keys up IN_QUERY_MAX_IDS at a
@@ -53,6 +55,9 @@ LABEL_COLUMNS = ("label", "final_label")
 CHECK_BLOCK = 5000
 # Invalid rows kept in a report, each naming its row and field.
 REPORT_PROBLEMS = 100
+
+# Paths named in the message of a bare name found in several folders.
+FOLDERS_LISTED = 3
 
 _IMAGE_STATE = ("pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold")
 
@@ -169,6 +174,9 @@ class _Index:
         self.images: dict[tuple[str, str], list[int]] = {}
         self.states: dict[int, dict] = {}
         self.predictions: dict[int, tuple[int, int]] = {}  # image id -> (prediction id, label id)
+        # Bare names that match images in several folders -> those images' names (paths), for the message.
+        self.folder_matches: dict[str, list[str]] = {}
+        self._by_base_name: dict[str, list[tuple[int, str]]] | None = None
 
     def load(self, keys: Iterable[tuple[str, str]]) -> None:
         missing: dict[str, set[str]] = {}
@@ -185,6 +193,7 @@ class _Index:
                     if state["pk"] not in self.states:
                         self.states[state["pk"]] = state
                         new_ids.append(state["pk"])
+        self._load_by_base_name(missing.get("original_name", ()), new_ids)
         if self.active_version_id is None:
             return
         for chunk in id_chunks(new_ids, IN_QUERY_MAX_IDS):
@@ -192,6 +201,35 @@ class _Index:
                 model_version_id=self.active_version_id, image_id__in=chunk
             ).values_list("image_id", "pk", "label_id"):
                 self.predictions[image_id] = (prediction_id, label_id)
+
+
+    def _load_by_base_name(self, names: Iterable[str], new_ids: list[int]) -> None:
+        """A bare name that is no image's name finds the image kept with its folder path
+        ("DSC_505.jpg" finds "site_a/DSC_505.jpg", from a zip or a dropped folder); in
+        several folders it is ambiguous, and the row says so.
+
+        An exact name wins: "DSC_505.jpg" is the image of that name when there is one.
+        The images with a folder in their name are read once, on the first such miss.
+        """
+        bare = [name for name in names if "/" not in name and not self.images[("original_name", name)]]
+        if not bare:
+            return
+        if self._by_base_name is None:
+            self._by_base_name = {}
+            with_folder = Image.objects.filter(original_name__contains="/").values_list("pk", "original_name")
+            for pk, path in with_folder.iterator(chunk_size=IN_QUERY_MAX_IDS):
+                self._by_base_name.setdefault(path.rsplit("/", 1)[1], []).append((pk, path))
+        found: set[int] = set()
+        for name in bare:
+            matches = self._by_base_name.get(name, [])
+            self.images[("original_name", name)] = [pk for pk, _ in matches]
+            if len(matches) > 1:
+                self.folder_matches[name] = sorted(path for _, path in matches)
+            found.update(pk for pk, _ in matches if pk not in self.states)
+        for chunk in id_chunks(sorted(found), IN_QUERY_MAX_IDS):
+            for state in Image.objects.filter(pk__in=chunk).values(*_IMAGE_STATE):
+                self.states[state["pk"]] = state
+                new_ids.append(state["pk"])
 
 
 def label_rows_check(
@@ -257,6 +295,13 @@ def _row_check(
         matches = index.images.get(key, [])
         if not matches:
             row.errors["image"] = f"No image with {shown}."
+        elif len(matches) > 1 and key[1] in index.folder_matches:
+            paths = index.folder_matches[key[1]]
+            listed = ", ".join(paths[:FOLDERS_LISTED]) + (", ..." if len(paths) > FOLDERS_LISTED else "")
+            row.errors["image"] = (
+                f"{len(matches)} images in different folders are named '{key[1]}' ({listed}); "
+                "give its path or its sha256 instead."
+            )
         elif len(matches) > 1:
             row.errors["image"] = f"{len(matches)} images have {shown}; give its sha256 instead."
         else:

@@ -7,7 +7,9 @@ endpoint keeps a prediction already there), but what a row holds is decided here
 the label by name (created through labels_ensure if the taxonomy lacks it), the
 confidence, the margin the review queue sorts by, and the probabilities aligned
 with the version's class names, rounded to 6 places (JSON size; far below any
-difference a reviewer or a metric can see).
+difference a reviewer or a metric can see), and the embedding from the same
+forward pass as float16 bytes (ml.features; null when the model has none or
+STORE_EMBEDDINGS is off).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
+from ml.features import embedding_to_bytes
 from predictions.models import ModelVersion, Prediction, PredictionJob
 from predictions.services.labels import labels_ensure
 
@@ -50,8 +53,15 @@ def prediction_rows_build(
             margin=float(result.margin),
             probabilities=[round(float(p), PROBABILITY_DECIMALS) for p in result.probabilities],
             inference_ms=inference_ms,
+            embedding=embedding_bytes(result),
             job=job,
             created_at=created_at,
         )
         for image_id, result in results.items()
     ]
+
+
+def embedding_bytes(result: ml.predictor.Prediction) -> bytes | None:
+    """What a Prediction row stores of ``result``'s embedding (None: the model gave none)."""
+    embedding = getattr(result, "embedding", None)
+    return None if embedding is None else embedding_to_bytes(embedding)

@@ -21,7 +21,8 @@ from django_q.brokers import get_broker
 
 from images.models import Image
 from predictions.models import ModelVersion, Prediction, PredictionFailure, PredictionJob
-from predictions.services.jobs import chunks_queue_on_commit
+from predictions.services.chunk_record import EMBEDDINGS_REASON
+from predictions.services.jobs import UPLOAD_REASON, chunks_queue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +32,24 @@ def _images_lacking_outcome(*, job: PredictionJob):
 
     A job does not record its image ids, so its images are taken to be those
     uploaded before it was queued: in its upload batch, or anywhere for a job
-    without one (activation, retry). Images a job did not hold but that lack an
-    outcome need one anyway, and a chunk only fills what is missing.
+    without one (activation, retry); an upload's job, extended by each part of
+    its upload, holds every image of its batch. Images a job did not hold but
+    that lack an outcome need one anyway, and a chunk only fills what is missing.
     """
     model_version_id = job.model_version_id
-    images = Image.objects.filter(uploaded_at__lte=job.created_at)
+    images = Image.objects.all()
     if job.batch_id is not None:
         images = images.filter(batch_id=job.batch_id)
+    if job.batch_id is None or job.reason != UPLOAD_REASON:
+        # An upload's job holds its whole batch, also the parts added after it was made.
+        images = images.filter(uploaded_at__lte=job.created_at)
+    if job.reason == EMBEDDINGS_REASON:
+        # Its images have a prediction; what some may lack is the embedding.
+        lacking = Prediction.objects.filter(image=OuterRef("pk"), model_version_id=model_version_id, embedding__isnull=True)
+        return images.filter(
+            Exists(lacking),
+            ~Exists(PredictionFailure.objects.filter(image=OuterRef("pk"), model_version_id=model_version_id)),
+        ).order_by("pk")
     return images.filter(
         ~Exists(Prediction.objects.filter(image=OuterRef("pk"), model_version_id=model_version_id)),
         ~Exists(PredictionFailure.objects.filter(image=OuterRef("pk"), model_version_id=model_version_id)),

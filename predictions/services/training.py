@@ -3,7 +3,8 @@
 ``training_job_create`` records a TrainingJob and queues it; ``training_run`` (the task)
 fine-tunes the base version's weights on every reviewed image whose label is one of its
 classes, with its architecture and preprocessing, writes the checkpoint into the
-weights storage and registers it as a new, inactive version. torch is imported inside
+weights storage and registers it as a new, inactive version, with the images it was trained
+on in ``trained_images`` (its metrics leave them out). torch is imported inside
 ``training_run`` only.
 """
 
@@ -24,7 +25,9 @@ from images.models import Image
 from predictions.checkpoint_metadata import json_safe, version_fields_from_metadata, version_metadata
 from predictions.models import ModelVersion, TrainingJob
 from predictions.selectors.metrics import reviewed_label_counts
+from predictions.selectors.splits import VALIDATION, training_split
 from predictions.services.model_versions import model_version_validate
+from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,8 @@ def _image_source(image: Image):
             return handle.read()
 
 
-def training_samples(*, class_names: list[str]) -> list[tuple[Any, int]]:
-    """(image source, class index) for every image reviewed with one of ``class_names``."""
+def training_samples(*, class_names: list[str]) -> tuple[list[int], list[tuple[Any, int]]]:
+    """The ids of every image reviewed with one of ``class_names``, and its (image source, class index)."""
     index = {name: i for i, name in enumerate(class_names)}
     images = (
         Image.objects.filter(final_label__name__in=class_names)
@@ -71,7 +74,22 @@ def training_samples(*, class_names: list[str]) -> list[tuple[Any, int]]:
         .only("pk", "file", "final_label__name")
         .order_by("pk")
     )
-    return [(_image_source(image), index[image.final_label.name]) for image in images.iterator()]
+    ids, samples = [], []
+    for image in images.iterator():
+        ids.append(image.pk)
+        samples.append((_image_source(image), index[image.final_label.name]))
+    return ids, samples
+
+
+def trained_images_record(*, version: ModelVersion, image_ids: list[int]) -> None:
+    """Record the images ``version`` was trained on (its training and validation split alike:
+    both shaped it), so its metrics can leave them out. Images deleted meanwhile are skipped."""
+    through = ModelVersion.trained_images.through
+    for chunk in id_chunks(image_ids, IN_QUERY_MAX_IDS):
+        existing = Image.objects.filter(pk__in=chunk).values_list("pk", flat=True)
+        through.objects.bulk_create(
+            [through(modelversion_id=version.pk, image_id=image_id) for image_id in existing], ignore_conflicts=True
+        )
 
 
 def training_run(*, job_id: int) -> int | None:
@@ -109,7 +127,7 @@ def _train(job: TrainingJob) -> ModelVersion:
     if base is None:
         raise ValueError("the base model version was deleted")
     class_names = list(base.class_names)
-    samples = training_samples(class_names=class_names)
+    image_ids, samples = training_samples(class_names=class_names)
     seen_classes = {label for _, label in samples}
     TrainingJob.objects.filter(pk=job.pk).update(sample_count=len(samples))
     if len(seen_classes) < MIN_CLASSES:
@@ -124,9 +142,13 @@ def _train(job: TrainingJob) -> ModelVersion:
     # Fine-tuning: the base's weights, classes and preprocessing are the starting point.
     with base.checkpoint.open("rb") as checkpoint:
         base_checkpoint = load_checkpoint(checkpoint, overrides=version_metadata(base))
+    # Validation by near-duplicate group, as the training-set export splits it: a copy of a
+    # validation image never sits in training.
+    sides = training_split(image_ids=image_ids)
     model, history, metadata = train_from_samples(
         samples,
         class_names=class_names,
+        validation=[sides[pk] == VALIDATION for pk in image_ids],
         arch=base_checkpoint.metadata.arch,
         preprocessing=base_checkpoint.metadata.preprocessing,
         epochs=job.epochs,
@@ -159,6 +181,7 @@ def _train(job: TrainingJob) -> ModelVersion:
     )
     version.checkpoint.save(f"retrained/{name}.pth", ContentFile(buffer.getvalue()), save=False)
     version.save()
+    trained_images_record(version=version, image_ids=image_ids)
     # The same check as any registered checkpoint: it proves the file loads as it will be served.
     version = model_version_validate(version_id=version.pk)
     if version.validation_status != ModelVersion.Validation.VALID:

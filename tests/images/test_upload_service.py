@@ -249,7 +249,7 @@ def test_file_left_by_a_failed_attempt_is_reused(make_image):
 # --- zip archives -------------------------------------------------------------------
 
 
-def test_zip_members_are_expanded_with_base_names_and_unsafe_paths_reported(upload, make_image):
+def test_zip_members_are_expanded_with_their_paths_and_unsafe_paths_reported(upload, make_image):
     archive = make_zip(
         [
             ("photos/", b""),
@@ -279,9 +279,43 @@ def test_zip_members_are_expanded_with_base_names_and_unsafe_paths_reported(uplo
     assert "not an image (looks like text)" in entries["photos.zip/passwd"]["reason"]
     assert entries["photos.zip/path.png"]["status"] == "accepted"
     assert "not an image (looks like text)" in entries["photos.zip/readme.txt"]["reason"]
-    assert set(Image.objects.values_list("original_name", flat=True)) == {"tom.jpg", "evil.jpg", "path.png"}
+    # A safe path in the archive is the image's name; an unsafe one is reduced to its base name.
+    assert set(Image.objects.values_list("original_name", flat=True)) == {"photos/cats/tom.jpg", "evil.jpg", "path.png"}
     # Nothing was written outside the content-addressed folders.
     assert default_storage.listdir("") == (["images"], [])
+
+
+def test_equal_names_in_different_folders_of_a_zip_stay_distinct(upload, make_image):
+    """site_a/DSC_505.jpg was stored as DSC_505.jpg, the same name as site_b's (issue 17, item 7)."""
+    archive = make_zip(
+        [
+            ("site_a/DSC_505.jpg", make_image(seed=1)),
+            ("site_b/DSC_505.jpg", make_image(seed=2)),
+            ("site_c\\windows\\DSC_505.jpg", make_image(seed=3)),  # a zip made on Windows
+            ("./site_d//DSC_505.jpg", make_image(seed=4)),
+            ("site_e/\u202eevil\u200b/DSC_505.jpg", make_image(seed=5)),
+        ]
+    )
+    batch = upload([("sites.zip", archive)])
+
+    assert batch.accepted_count == 5
+    assert sorted(Image.objects.values_list("original_name", flat=True)) == [
+        "site_a/DSC_505.jpg",
+        "site_b/DSC_505.jpg",
+        "site_c/windows/DSC_505.jpg",
+        "site_d/DSC_505.jpg",
+        "site_e/evil/DSC_505.jpg",
+    ]
+
+
+def test_a_path_too_long_for_the_name_keeps_its_innermost_folders(upload, make_image):
+    deep = "/".join(f"folder-{number:02d}-{'x' * 20}" for number in range(12)) + "/DSC_505.jpg"
+    batch = upload([("deep.zip", make_zip([(deep, make_image(seed=1))]))])
+
+    name = Image.objects.get().original_name
+    assert len(deep) > 255 >= len(name)
+    assert deep.endswith("/" + name) and name.endswith("folder-11-" + "x" * 20 + "/DSC_505.jpg")
+    assert batch.report[0]["file"] == "deep.zip/" + deep  # the report names the member in full
 
 
 def test_zip_bomb_is_refused_from_the_central_directory_without_inflating(upload, zip_bomb, make_image):

@@ -53,6 +53,8 @@ def test_uploaded_images_are_predicted_by_the_cluster_whose_parent_never_loads_t
     assert sorted(p.image_id for p in predictions) == sorted(image_ids)  # exactly one each
     assert {p.model_version_id for p in predictions} == {active_model_version.pk}
     assert all(p.label.name in DEMO_CLASSES for p in predictions)
+    # The embeddings come from the same pass (ml.features): 512 ResNet18 features as float16.
+    assert all(p.embedding is not None and len(p.embedding) == 512 * 2 for p in predictions)
     assert (job.total, job.done, job.failed) == (IMAGE_COUNT, IMAGE_COUNT, 0)
 
     # The worker that predicted loaded torch; the processes it was forked from did not.

@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from images.models import Image, UploadBatch
 from predictions.models import ExportJob, Label, Prediction
@@ -18,7 +19,8 @@ from predictions.resources import (
     escape_formula,
     unescape_formula,
 )
-from predictions.services.exports import label_folder_name, labels_csv_export_start, labels_csv_write
+from predictions.selectors.exports import label_folder_name
+from predictions.services.exports import labels_csv_export_start, labels_csv_write
 from predictions.services.reviews import review_submit, review_undo
 from tests.conftest import DEMO_CLASSES
 
@@ -338,7 +340,8 @@ def test_background_export_queries_do_not_grow_with_rows(lead, labels, active_mo
     assert (large_job.status, large_job.done, large_job.total) == (ExportJob.Status.DONE, 3000, 3000)
     with default_storage.open(large_job.file.name, "rb") as handle:
         rows = parse_csv(handle.read())
-    assert large_job.file.name == f"exports/{large_job.pk}-labels.csv"
+    day = timezone.localdate(large_job.created_at)
+    assert large_job.file.name == f"exports/{large_job.pk}/labels-{day:%Y-%m-%d}.csv"
     assert [int(row["id"]) for row in rows] == large_ids
     assert rows[0]["image_url"] == "https://labels.example/media/images/bulk/" + f"{0:064x}.jpg"
     assert {row["predicted_label"] for row in rows} == {"circle", "star"}
@@ -357,8 +360,7 @@ def test_background_export_rerun_is_idempotent(lead, image_factory, django_captu
 
     job.refresh_from_db()
     assert (job.status, job.file.name) == (ExportJob.Status.DONE, first_name)
-    job_files = [name for name in default_storage.listdir("exports")[1] if name.startswith(f"{job.pk}-")]
-    assert job_files == [first_name.split("/")[-1]]
+    assert default_storage.listdir(f"exports/{job.pk}")[1] == [first_name.split("/")[-1]]
 
 
 def test_large_selection_goes_to_the_background(
@@ -399,26 +401,50 @@ def reviewed_images(labels, reviewer, image_factory):
     return images
 
 
-def test_training_csv_is_read_by_ml_train(client_for, lead, reviewed_images, tmp_path):
-    from ml.samples import load_samples
+def test_training_csv_paths_are_the_training_zips_and_its_urls_fetch_the_files(
+    client_for, lead, reviewed_images, tmp_path, django_capture_on_commit_callbacks
+):
+    """The CSV's paths are relative to the zip's root (the same as its labels.csv), so the CSV
+    works next to the unpacked zip on any machine; image_url fetches each file with a token."""
+    from ml.train import load_samples
+    from predictions.services.tokens import api_token_create
 
-    response = client_for(lead).post(
-        reverse(CHANGELIST_URL),
-        {"action": "export_training_csv", "_selected_action": [image.pk for image in reviewed_images.values()]},
-    )
+    client = client_for(lead)
+    selected = [image.pk for image in reviewed_images.values()]
+    response = client.post(reverse(CHANGELIST_URL), {"action": "export_training_csv", "_selected_action": selected})
     assert response.status_code == 200
-    csv_path = tmp_path / "training.csv"
-    csv_path.write_bytes(response_bytes(response))
+    assert response["Content-Disposition"] == f'attachment; filename="training-set-{timezone.localdate():%Y-%m-%d}.csv"'
+    rows = parse_csv(response_bytes(response))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse(CHANGELIST_URL), {"action": "export_training_zip", "_selected_action": selected})
+    job = ExportJob.objects.get(kind="training_zip")
+    download = client.get(reverse("admin:predictions_exportjob_download", args=[job.pk]))
+    archive = zipfile.ZipFile(io.BytesIO(response_bytes(download)))
+    zip_index = parse_csv(archive.read("labels.csv"))
 
-    samples, class_names = load_samples(csv_path)
-
+    assert [(row["path"], row["label"], row["split"]) for row in rows] == [
+        (row["path"], row["label"], row["split"]) for row in zip_index
+    ]
+    archive.extractall(tmp_path)
+    (tmp_path / "training.csv").write_bytes(response_bytes(client.post(
+        reverse(CHANGELIST_URL), {"action": "export_training_csv", "_selected_action": selected}
+    )))
+    samples, class_names = load_samples(tmp_path / "training.csv")
     assert class_names == ["circle", "square"]
-    expected = {
-        default_storage.path(reviewed_images[key].file.name): label
-        for key, label in (("c1", "circle"), ("c2", "circle"), ("s1", "square"))
-    }
-    assert {str(path): class_names[index] for path, index in samples} == expected
-    assert all(path.exists() for path, _ in samples)
+    assert sorted(class_names[index] for _, index in samples) == ["circle", "circle", "square"]
+    assert all(path.is_file() for path, _ in samples)
+
+    # A script with an API token (no session) fetches the files from image_url.
+    from django.test import Client
+
+    _, token = api_token_create(user=lead, name="training script")
+    script = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    by_name = {image.sha256: image for image in reviewed_images.values()}
+    for row in rows:
+        fetched = script.get(row["image_url"].removeprefix("http://testserver"))
+        assert fetched.status_code == 200, row["image_url"]
+        with default_storage.open(by_name[row["path"].split("/")[1].split(".")[0]].file.name, "rb") as original:
+            assert response_bytes(fetched) == original.read()
 
 
 def test_training_zip_has_one_folder_per_label(
@@ -505,3 +531,108 @@ def test_export_without_an_active_model_version_leaves_prediction_columns_empty(
     assert row["original_name"] == "old.jpg"
     assert (row["model_version"], row["predicted_label"], row["confidence"]) == ("", "", "")
     assert not any(column.startswith("prob_") for column in row)
+
+
+# --- exports for ML engineers (issue 17 item 8) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resource", "index", "stem"),
+    [
+        (ImageLabelResource, 0, "labels"),
+        (ImageLabelWithProbabilitiesResource, 1, "labels-with-probabilities"),
+    ],
+)
+def test_export_files_are_named_by_what_they_hold_and_the_day(client_for, lead, image_factory, resource, index, stem):
+    image_factory()
+
+    response = client_for(lead).post(reverse(EXPORT_URL), export_form_data(resource, index=index))
+
+    assert response["Content-Disposition"] == f'attachment; filename="{stem}-{timezone.localdate():%Y-%m-%d}.csv"'
+
+
+def test_confidence_is_rounded_like_the_probabilities(client_for, lead, active_model_version, image_factory):
+    float32_confidence = 0.8999999761581421  # what the worker stores: the model's float32, widened
+    probabilities = [0.899999, 0.1, 0.000001, 0.0, 0.0]
+    Prediction.objects.create(
+        image=image_factory(name="f.jpg"), model_version=active_model_version, label=Label.objects.get(name="circle"),
+        confidence=float32_confidence, margin=0.8, probabilities=probabilities,
+    )  # fmt: skip
+
+    response = client_for(lead).post(
+        reverse(EXPORT_URL), export_form_data(ImageLabelWithProbabilitiesResource, index=1)
+    )
+
+    (row,) = parse_csv(response.content)
+    assert row["confidence"] == "0.9"
+    assert row[f"prob_{DEMO_CLASSES[0]}"] == "0.899999"
+
+
+EXCEL_NAME = "Überprüfung_größe_日本.jpg"
+
+
+def test_csv_for_excel_starts_with_a_byte_order_mark(client_for, lead, image_factory):
+    image_factory(name=EXCEL_NAME)
+    client = client_for(lead)
+
+    plain = client.post(reverse(EXPORT_URL), export_form_data(format="0")).content
+    excel = client.post(reverse(EXPORT_URL), export_form_data(format="1")).content
+
+    assert not plain.startswith(b"\xef\xbb\xbf")
+    assert excel.startswith(b"\xef\xbb\xbf") and excel[3:] == plain
+    # What Excel does with the mark: reads UTF-8 (Python's "utf-8-sig" is the same reading).
+    (row,) = list(csv.DictReader(io.StringIO(excel.decode("utf-8-sig"), newline="")))
+    assert row["original_name"] == EXCEL_NAME
+
+
+def test_the_export_form_offers_csv_and_csv_for_excel_with_csv_chosen(client_for, lead, image_factory):
+    image_factory()
+
+    form = client_for(lead).get(reverse(EXPORT_URL)).context["form"]
+
+    assert [title for _, title in form.fields["format"].choices] == ["csv", "csv for Excel (UTF-8 with BOM)"]
+    assert form.fields["format"].initial == "0"
+
+
+def test_a_background_export_for_excel_is_named_and_marked_the_same(
+    client_for, lead, image_factory, settings, django_capture_on_commit_callbacks
+):
+    for n in range(3):
+        image_factory(name=f"{n}-{EXCEL_NAME}")
+    settings.EXPORT_SYNC_MAX_ROWS = 2
+    client = client_for(lead)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse(EXPORT_URL), export_form_data(ImageLabelWithProbabilitiesResource, index=1, format="1"))
+
+    job = ExportJob.objects.get()
+    job.refresh_from_db()
+    download = client.get(reverse("admin:predictions_exportjob_download", args=[job.pk]))
+    content = response_bytes(download)
+    day = timezone.localdate(job.created_at)
+    assert download["Content-Disposition"] == f'attachment; filename="labels-with-probabilities-{day:%Y-%m-%d}.csv"'
+    assert content.startswith(b"\xef\xbb\xbf")
+    assert {row["original_name"] for row in parse_csv(content[3:])} == {f"{n}-{EXCEL_NAME}" for n in range(3)}
+
+
+def test_export_job_kinds_read_as_words(client_for, lead, reviewed_images, django_capture_on_commit_callbacks):
+    client = client_for(lead)
+    with django_capture_on_commit_callbacks(execute=True):
+        selected = [image.pk for image in reviewed_images.values()]
+        client.post(reverse(CHANGELIST_URL), {"action": "export_training_zip", "_selected_action": selected})
+    job = ExportJob.objects.get()
+
+    changelist = client.get(reverse("admin:predictions_exportjob_changelist")).content.decode()
+    filtered = client.get(reverse("admin:predictions_exportjob_changelist") + "?kind=training_zip")
+    change_page = client.get(reverse("admin:predictions_exportjob_change", args=[job.pk])).content.decode()
+
+    assert '<td class="field-kind_name">Training zip</td>' in changelist
+    assert "training_zip" not in changelist.replace("?kind=training_zip", "")
+    assert list(filtered.context["cl"].result_list) == [job]
+    assert "Training zip" in change_page and ">training_zip<" not in change_page
+    assert download_name(client, job) == f"training-set-{timezone.localdate(job.created_at):%Y-%m-%d}.zip"
+
+
+def download_name(client, job) -> str:
+    response = client.get(reverse("admin:predictions_exportjob_download", args=[job.pk]))
+    return response["Content-Disposition"].split('filename="')[1].rstrip('"')

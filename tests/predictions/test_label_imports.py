@@ -142,6 +142,50 @@ def test_images_are_looked_up_in_bulk_not_per_row(image_factory, labels, lead, d
     assert len(result.decisions) == 120
 
 
+def test_names_with_folder_paths_match_in_full_and_by_a_bare_name_only_when_it_is_unambiguous(
+    image_factory, labels, lead
+):
+    """Zips and dropped folders keep each file's path as its name (issue 17, item 7)."""
+    site_a = image_factory(name="site_a/DSC_505.jpg")
+    site_b = image_factory(name="site_b/DSC_505.jpg")
+    alone = image_factory(name="site_a/DSC_777.jpg")
+    loose = image_factory(name="IMG_1.jpg")
+    image_factory(name="site_c/IMG_1.jpg")
+    text = (
+        "original_name,label\n"
+        "site_a/DSC_505.jpg,square\n"
+        "site_b/DSC_505.jpg,star\n"
+        "DSC_505.jpg,circle\n"
+        "DSC_777.jpg,cross\n"
+        "IMG_1.jpg,square\n"
+        "site_z/DSC_505.jpg,square\n"
+    )
+
+    result = check(text, lead)
+
+    by_number = {row.number: row for row in result.rows}
+    assert [by_number[n].image_id for n in (1, 2, 4, 5)] == [site_a.pk, site_b.pk, alone.pk, loose.pk]
+    assert by_number[3].errors == {
+        "image": "2 images in different folders are named 'DSC_505.jpg' (site_a/DSC_505.jpg, site_b/DSC_505.jpg); "
+        "give its path or its sha256 instead."
+    }
+    assert by_number[6].errors == {"image": "No image with original_name 'site_z/DSC_505.jpg'."}
+    assert by_number[3].image_id is None  # never one of the two at random
+
+
+def test_bare_names_of_images_in_folders_are_looked_up_in_bulk(
+    image_factory, labels, lead, django_assert_max_num_queries
+):
+    images = [image_factory(name=f"folder-{number % 3}/shot-{number}.jpg") for number in range(60)]
+    text = "original_name,label\n" + "".join(f"shot-{number}.jpg,square\n" for number in range(60))
+
+    # Labels, the active version, the exact names, the names with folders, their states, their predictions.
+    with django_assert_max_num_queries(6):
+        result = check(text, lead)
+
+    assert sorted(decision.image_id for decision in result.decisions) == sorted(image.pk for image in images)
+
+
 # --- applying ---------------------------------------------------------------------------
 
 

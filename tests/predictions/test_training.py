@@ -121,3 +121,33 @@ def test_the_train_action_opens_the_form_for_one_version(active_model_version, l
         {"action": "train_from_reviews", "_selected_action": [active_model_version.pk]},
     )
     assert response["Location"] == f"/admin/predictions/modelversion/{active_model_version.pk}/train/"
+
+
+def test_retraining_validates_on_whole_near_duplicate_groups(active_model_version, image_factory, monkeypatch):
+    """Copies of one photo (near-equal perceptual hashes) never sit on both sides of the split."""
+    import ml.train
+    from images.duplicates import clear_cache
+
+    clear_cache()
+    circle, square = Label.objects.get(name="circle"), Label.objects.get(name="square")
+    groups = []
+    for group in range(12):
+        base = (group * 0x9E3779B97F4A7C15) & ((1 << 63) - 1) & ~0xFF
+        label = circle if group % 2 else square
+        groups.append({image_factory(final_label=label, phash=base | member).pk for member in range(3)})
+    seen = {}
+    original = ml.train.split_samples
+
+    def spy(samples, *, validation=None, **kwargs):
+        seen["validation"] = validation
+        return original(samples, validation=validation, **kwargs)
+
+    monkeypatch.setattr(ml.train, "split_samples", spy)
+    job = training_job_create(base_version=active_model_version, user=None, epochs=1, learning_rate=1e-3)
+    training_run(job_id=job.pk)
+    clear_cache()
+
+    ids = sorted(pk for group in groups for pk in group)
+    side = dict(zip(ids, seen["validation"]))
+    assert all(len({side[pk] for pk in group}) == 1 for group in groups)
+    assert any(side.values()) and not all(side.values())
