@@ -28,7 +28,7 @@ def demo_model_status(context) -> str:
     demo = demo_training_unfinished()
     if demo is None or (demo.failed and model_version_active_id() is not None):
         return ""
-    after = "" if demo.failed else " Uploads are stored now and predicted once it is ready; reload for progress."
+    after = "" if demo.failed else " Uploads are stored now and predicted once it is ready."
     job = f"training job {demo.job_id}"
     if context["request"].user.has_perm("predictions.view_trainingjob"):
         url = reverse("admin:predictions_trainingjob_change", args=[demo.job_id])

@@ -19,7 +19,6 @@ import pytest
 from django.urls import reverse
 
 from tests.e2e.test_workflow import sign_in
-from tests.integration.conftest import wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -97,7 +96,13 @@ def test_dropped_files_go_in_two_requests_into_one_batch_and_one_job_and_a_lost_
 
     page.click("input[name=_upload]")
     page.wait_for_function("() => document.getElementById('upload_form').dataset.state === 'finishing'")
-    wait_for(lambda: held, timeout=30)
+    # Route handlers run only while Playwright is called (its sync API), not during a sleep:
+    # wait through page.wait_for_timeout so the held request can reach its handler.
+    for _ in range(60):
+        if held:
+            break
+        page.wait_for_timeout(500)
+    assert held, "the page never asked to finish the upload"
 
     assert len(calls) == 3  # two parts, the second sent twice
     assert page.eval_on_selector("#upload-total-bar", "bar => bar.value") == 1

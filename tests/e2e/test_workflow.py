@@ -255,9 +255,9 @@ def test_upload_predict_review_export_in_the_browser(
     page.goto(reverse("admin:images_image_changelist"))
     page.click("a.export_link")
     page.wait_for_url(re.compile(re.escape(reverse("admin:images_image_export"))))
-    # CSV is the only format offered: import-export shows it instead of a choice.
-    assert page.locator("input[name=format]").input_value() == "0"
-    assert "csv" in page.inner_text(".form-row:has(input[name=format])")
+    # Plain CSV is chosen to begin with; "CSV for Excel" (with a byte order mark) is the other choice.
+    assert page.locator("select[name=format]").input_value() == "0"
+    assert "Excel" in page.inner_text("select[name=format]")
     page.select_option("select[name=resource]", label=ImageLabelResource.Meta.name)
     with page.expect_download() as download_info:
         page.click("#content form input[type=submit]")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -48,6 +47,9 @@ def s3_environment(s3_server, cluster_name, tmp_path) -> dict[str, str]:
         **s3_server.environment(),
         "Q_CLUSTER_NAME": cluster_name,
         "PREDICTION_CHUNK_SIZE": "2",  # several chunks, so several workers load the model
+        # A folder of the processes' own: nothing may land on this machine's disk (the
+        # suite's shared media folder holds other tests' files with the same content).
+        "MEDIA_ROOT": str(tmp_path / "local-media"),
     }
 
 
@@ -142,8 +144,8 @@ def test_upload_predict_thumbnail_and_export_on_the_object_store_and_nothing_lea
     # Files are in the bucket, private, with their hash; none on this machine's disk.
     assert s3_server.keys("media/images/") == sorted(f"media/{image.file.name}" for image in images)
     assert s3_server.keys("media/thumbnails/") == sorted(f"media/{image.thumbnail.name}" for image in images)
-    for image in images:
-        assert not (Path(settings.MEDIA_ROOT) / image.file.name).exists()
+    local_media = tmp_path / "local-media"
+    assert not local_media.exists() or not any(path.is_file() for path in local_media.rglob("*"))
 
     # The checkpoint was downloaded once per machine (cluster), however many of its workers loaded it.
     chunk_workers = {

@@ -393,7 +393,9 @@ def test_the_command_checks_applies_and_refuses_like_the_admin(tmp_path, image_f
 # --- reviewers at work while a file applies -----------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
+# serialized_rollback: after another transactional test that used it, the flush leaves no
+# permissions behind (Django skips post_migrate then), and the reviewer would get 403.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="'database is locked' is SQLite's failure mode")
 def test_a_reviewer_decides_without_error_while_an_import_applies(
     image_factory, labels, lead, reviewer, monkeypatch
