@@ -5,7 +5,9 @@ ModelAdmin: class-based views given ``admin_site`` and ``model_admin``, wired in
 ReviewAdmin.get_urls() through admin_site.admin_view (login, CSRF, no caching).
 Every view needs the admin's review permission. The page's script
 (predictions/static/predictions/review.js) keeps the next image preloaded and
-posts decisions in the background.
+posts decisions in the background. The strip of recent decisions is the undo
+history and comes from the server (predictions/selectors/recent_decisions.py), so
+undo survives a reload: decide answers carry the new entry, undo answers the strip.
 """
 
 from functools import cached_property
@@ -27,6 +29,11 @@ from predictions.selectors.queue import (
     label_shortcuts,
     review_queue,
     review_queue_size_estimate,
+)
+from predictions.selectors.recent_decisions import (
+    review_decision_entry,
+    review_recent_decisions,
+    review_undone_message,
 )
 from predictions.selectors.review_items import review_item_undone, review_items
 from predictions.selectors.versions import model_version_or_active
@@ -178,6 +185,7 @@ class ReviewScreenView(ReviewScreenMixin, View):
             "left": left,
             "more_left": more_left,
             "reviewed_today": reviews_today_count(reviewer=request.user),
+            "recent": review_recent_decisions(reviewer=request.user),
         }
         context = {
             **self.admin_site.each_context(request),
@@ -241,9 +249,9 @@ class ReviewDecideView(ReviewScreenMixin, View):
                 "label": review.label.name,
                 "agreed": review.agreed,
                 "reviewed_today": reviews_today_count(reviewer=request.user),
+                "decision": review_decision_entry(review=review),
             }
         )
-
 
     def queue_order(self, image_id: int) -> str:
         """The order that served the image, as the review records it."""
@@ -267,7 +275,8 @@ class ReviewSkipView(ReviewScreenMixin, View):
 
 
 class ReviewUndoView(ReviewScreenMixin, View):
-    """Take back the given (else the latest) decision; the image comes back as {"item": ...}."""
+    """Take back the given (else the latest) screen decision of this reviewer, even one made before a
+    reload; the image comes back as {"item": ...}, with a message naming it and the strip as it is now."""
 
     def post(self, request):
         review = review_undo_last(reviewer=request.user, review_id=_int_or_none(request.POST.get("review")))
@@ -275,6 +284,12 @@ class ReviewUndoView(ReviewScreenMixin, View):
             return _error("Nothing to undo.", status=404)
         item = review_item_undone(review=review, model_version=self.model_version)
         return JsonResponse(
-            {"undone": review.pk, "item": item, "reviewed_today": reviews_today_count(reviewer=request.user)}
+            {
+                "undone": review.pk,
+                "message": review_undone_message(review=review),
+                "item": item,
+                "reviewed_today": reviews_today_count(reviewer=request.user),
+                "recent": review_recent_decisions(reviewer=request.user),
+            }
         )
 

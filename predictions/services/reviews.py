@@ -307,7 +307,7 @@ def review_undo_last(*, reviewer, review_id: int | None = None) -> Review | None
     if review_id is not None:
         reviews = reviews.filter(pk=review_id)
     with transaction.atomic():
-        review = reviews.select_related("image", "prediction").order_by("-created_at", "-id").first()
+        review = reviews.select_related("image", "label", "prediction").order_by("-created_at", "-id").first()
         if review is None:
             return None
         review_undo(review=review)

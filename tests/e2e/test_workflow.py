@@ -213,9 +213,9 @@ def test_upload_predict_review_export_in_the_browser(
     decide(key_of[wrong])
     page.keyboard.press("z")
     page.wait_for_function(
-        "name => document.getElementById('review-name').textContent === name"
-        " && document.getElementById('review-message').textContent === 'Undone.'",
-        arg=corrected,
+        "([name, message]) => document.getElementById('review-name').textContent === name"
+        " && document.getElementById('review-message').textContent === message",
+        arg=[corrected, f"Undid: {wrong} on {corrected}"],
     )
     decide(key_of[true_label(corrected)])
     final[corrected] = true_label(corrected)

@@ -298,3 +298,97 @@ def test_query_count_does_not_grow_with_the_queue(client_for, reviewer, predicti
 
     assert with_5 == with_50
     assert with_5[0] <= 25 and with_5[1] <= 15
+
+
+# --- the strip of recent decisions, and undo across reloads (issue 17, items 3 and 4) -----------
+
+
+def test_decide_answers_with_its_strip_entry_and_the_count_including_it(client_for, reviewer, queue):
+    client = client_for(reviewer)
+    square = Label.objects.get(name="square")
+
+    corrected = client.post(url("decide"), {"image": queue[0].image_id, "prediction": queue[0].pk, "label": square.pk})
+    confirmed = client.post(url("decide"), {"image": queue[1].image_id, "label": "confirm"})
+
+    entry = corrected.json()["decision"]
+    assert entry["review"] == corrected.json()["review"]
+    assert entry["image"]["id"] == queue[0].image_id and entry["image"]["name"] == "q1.jpg"
+    assert entry["image"]["thumbnail_url"]  # the image itself until the worker made a thumbnail
+    assert (entry["label"], entry["outcome"], entry["predicted"]) == ("square", "corrected", "circle")
+    second = confirmed.json()["decision"]
+    assert (second["label"], second["outcome"], second["predicted"]) == ("square", "confirmed", None)
+    assert [corrected.json()["reviewed_today"], confirmed.json()["reviewed_today"]] == [1, 2]
+
+
+def test_the_page_renders_the_last_live_screen_decisions_of_this_reviewer_newest_first(
+    client_for, reviewer, second_reviewer, prediction_factory
+):
+    from predictions.selectors.recent_decisions import RECENT_DECISIONS
+    from predictions.services.reviews import reviews_grid_set_label
+
+    count = RECENT_DECISIONS + 3
+    predictions = [prediction_factory(name=f"r{n}.jpg", confidence=0.3 + n / 100) for n in range(count)]
+    client = client_for(reviewer)
+    reviews = [
+        client.post(url("decide"), {"image": p.image_id, "label": "confirm"}).json()["review"]
+        for p in predictions[: RECENT_DECISIONS + 1]
+    ]
+    client.post(url("undo"), {"review": reviews[3]})
+    client_for(second_reviewer).post(url("decide"), {"image": predictions[-2].image_id, "label": "confirm"})
+    # A grid action is undone as an operation, not from the screen's strip.
+    reviews_grid_set_label(image_ids=[predictions[-1].image_id], label=Label.objects.get(name="star"), user=reviewer)
+
+    recent = screen_config(client_for(reviewer).get(reverse(SCREEN)))["recent"]
+
+    expected = [review for review in reversed(reviews) if review != reviews[3]][:RECENT_DECISIONS]
+    assert [entry["review"] for entry in recent] == expected
+    assert {entry["outcome"] for entry in recent} == {"confirmed"}
+
+
+def test_undo_after_a_reload_takes_back_the_latest_decision_and_names_it(client_for, reviewer, queue):
+    client = client_for(reviewer)
+    square = Label.objects.get(name="square")
+    client.post(url("decide"), {"image": queue[0].image_id, "label": "confirm"})
+    latest = client.post(url("decide"), {"image": queue[1].image_id, "label": square.pk}).json()["review"]
+    client.get(reverse(SCREEN), {"order": "confidence"})  # a reload with other filters: no history in the page
+
+    response = client.post(url("undo", order="confidence"))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["undone"] == latest
+    assert body["message"] == "Undid: square on q2.jpg"
+    assert body["item"]["image"]["name"] == "q2.jpg"  # shown again, claimed by this reviewer
+    assert Image.objects.get(pk=queue[1].image_id).claimed_by == reviewer
+    assert body["reviewed_today"] == 1
+    assert [entry["image"]["name"] for entry in body["recent"]] == ["q1.jpg"]
+
+
+def test_undo_of_an_older_strip_entry_brings_that_image_back(client_for, reviewer, queue):
+    client = client_for(reviewer)
+    first = client.post(url("decide"), {"image": queue[0].image_id, "label": "confirm"}).json()["review"]
+    second = client.post(url("decide"), {"image": queue[1].image_id, "label": "confirm"}).json()["review"]
+
+    body = client.post(url("undo"), {"review": first}).json()
+
+    assert body["undone"] == first and body["message"] == "Undid: circle on q1.jpg"
+    assert body["item"]["image"]["name"] == "q1.jpg"
+    assert [entry["review"] for entry in body["recent"]] == [second]
+    assert Review.objects.get(pk=second).undone_at is None
+    # Taken back once: a second undo of the same decision has nothing to take back.
+    assert client.post(url("undo"), {"review": first}).status_code == 404
+
+
+def test_a_blind_decision_does_not_tell_in_the_strip_what_the_model_said(settings, reviewer, queue):
+    from predictions.selectors.recent_decisions import review_recent_decisions
+    from predictions.services.reviews import review_submit
+
+    settings.REVIEW_BLIND = True
+    settings.REVIEW_OVERLAP_SHARE = 1.0
+    settings.REVIEW_OVERLAP_K = 2
+    image = queue[0].image
+    review_submit(image=image, reviewer=reviewer, label=Label.objects.get(name="star"), prediction=queue[0])
+
+    (entry,) = review_recent_decisions(reviewer=reviewer)
+
+    assert (entry["label"], entry["outcome"], entry["predicted"]) == ("star", "labelled", None)

@@ -4,11 +4,16 @@
  * the current image plus one preloaded behind it, so after a decision the next
  * image shows at once; decisions, skips and undos are posted in the background
  * to the admin's small JSON endpoints (urls in #review-config).
+ *
+ * The strip of recent decisions is the undo history. The page renders it from the
+ * server, so Z still works after a reload or new filters; a decision joins it (and
+ * the "reviewed today" count) at the key press, and its answer fills in the review id.
  */
 (function () {
     "use strict";
 
     const HOLD = 2; // images the screen keeps claimed: the current one and the next
+    const STRIP_SIZE = 8; // recent decisions shown, as many as the server renders
     const config = JSON.parse(document.getElementById("review-config").textContent);
     const csrfToken = document.querySelector("input[name=csrfmiddlewaretoken]").value;
 
@@ -28,6 +33,7 @@
         suspicion: document.getElementById("review-suspicion"),
         similar: document.getElementById("review-similar"),
         votes: document.getElementById("review-votes"),
+        recent: document.getElementById("review-recent"),
     };
 
     const state = {
@@ -36,7 +42,11 @@
         left: config.left,
         moreLeft: config.more_left,
         reviewedToday: config.reviewed_today,
-        decisions: [],      // promises of review ids, newest last, for undo
+        // Recent decisions, newest first: {decision: promise of the review id (null if refused),
+        // review, image, label, outcome, predicted}.
+        strip: [],
+        // Decisions and undos on their way: until none is, the server's count and strip may be a step behind.
+        inflight: 0,
         // Images whose decision or skip is still on its way: the server may not
         // know yet, so `next` must not hand them back.
         pending: new Set(),
@@ -45,6 +55,7 @@
     };
 
     const labelsByKey = new Map(config.labels.filter((l) => l.key).map((l) => [l.key.toLowerCase(), l]));
+    const labelsById = new Map(config.labels.map((l) => [String(l.id), l]));
 
     function post(url, fields) {
         const body = new URLSearchParams();
@@ -84,6 +95,58 @@
     function renderCounters() {
         el.today.textContent = state.reviewedToday;
         el.left.textContent = Math.max(state.left, 0) + (state.moreLeft ? "+" : "");
+    }
+
+    const OUTCOME_MARKS = {confirmed: "✓", corrected: "✎", labelled: "•"};
+
+    function stripEntry(entry) {
+        return Object.assign({decision: Promise.resolve(entry.review)}, entry);
+    }
+
+    function renderStrip() {
+        const strip = el.recent.querySelector("[data-field=strip]");
+        strip.replaceChildren();
+        for (const entry of state.strip) {
+            const button = document.createElement("button");
+            button.type = "button";
+            button.className = "review-recent-entry " + entry.outcome;
+            button.dataset.imageId = entry.image.id;
+            if (entry.review) button.dataset.review = entry.review;
+            const outcome = entry.outcome === "corrected" && entry.predicted
+                ? "corrected (model: " + entry.predicted + ")"
+                : entry.outcome;
+            button.title = entry.image.name + ": " + entry.label + ", " + outcome
+                + ". Click to undo it and decide again.";
+            const thumb = document.createElement("img");
+            thumb.alt = entry.image.name;
+            thumb.src = entry.image.thumbnail_url;
+            const caption = document.createElement("span");
+            caption.textContent = OUTCOME_MARKS[entry.outcome] + " " + entry.label;
+            button.append(thumb, caption);
+            button.addEventListener("click", () => {
+                button.blur();
+                undo(entry);
+            });
+            strip.append(button);
+        }
+        el.recent.hidden = state.strip.length === 0;
+    }
+
+    function stripRemove(entry) {
+        state.strip = state.strip.filter((other) => other !== entry);
+        renderStrip();
+    }
+
+    /* An answer's count and strip, once no other decision or undo is on its way (until then, the screen's own
+     * step-by-step account is ahead of any one answer). */
+    function settle(data) {
+        state.inflight -= 1;
+        if (state.inflight > 0) return;
+        state.reviewedToday = data.reviewed_today;
+        if (data.recent) {
+            state.strip = data.recent.map(stripEntry);
+            renderStrip();
+        }
     }
 
     function renderBars(prediction) {
@@ -248,24 +311,45 @@
             return;
         }
         const fields = {image: item.image.id, prediction: item.prediction.id, label: label, seconds: secondsSpent()};
+        const chosen = label === "confirm" ? item.prediction.label_id : Number(label);
+        const entry = {
+            review: null,
+            image: {
+                id: item.image.id,
+                name: item.image.name,
+                thumbnail_url: item.image.thumbnail_url || item.image.url,
+            },
+            label: label === "confirm" ? item.prediction.label : labelsById.get(String(label)).name,
+            outcome: item.prediction.blind ? "labelled"
+                : chosen === item.prediction.label_id ? "confirmed" : "corrected",
+            predicted: item.prediction.blind ? null : item.prediction.label,
+        };
         state.items.shift();
         state.left -= 1;
+        state.reviewedToday += 1;
+        state.inflight += 1;
         state.pending.add(item.image.id);
+        state.strip = [entry].concat(state.strip).slice(0, STRIP_SIZE);
+        renderStrip();
         show();
-        const decision = post(config.urls.decide, fields).finally(() => state.pending.delete(item.image.id)).then(
+        entry.decision = post(config.urls.decide, fields).finally(() => state.pending.delete(item.image.id)).then(
             (data) => {
-                state.reviewedToday = data.reviewed_today;
+                Object.assign(entry, data.decision);
+                settle(data);
+                renderStrip();
                 renderCounters();
                 return data.review;
             },
             (error) => {
+                state.inflight -= 1;
                 state.left += 1;
+                state.reviewedToday -= 1;
+                stripRemove(entry);
                 renderCounters();
                 say(item.image.name + ": " + error.message, true);
                 return null;
             }
         );
-        state.decisions.push(decision);
         say("");
     }
 
@@ -281,29 +365,45 @@
             .finally(() => state.pending.delete(item.image.id));
     }
 
-    function undo() {
-        const decision = state.decisions.pop();
-        if (!decision) {
-            say("Nothing to undo.");
-            return;
-        }
-        decision
-            .then((reviewId) => (reviewId === null ? null : post(config.urls.undo, {review: reviewId})))
+    /* Take back `entry` (a click on the strip), else the newest decision: the strip's, or with an empty strip
+     * the latest one the server knows. The image comes back on screen. */
+    function undo(entry) {
+        const target = entry || state.strip[0];
+        if (target) stripRemove(target);
+        const reviewId = target ? target.decision : Promise.resolve(undefined);
+        reviewId
+            .then((id) => {
+                if (id === null) return null; // refused when it was made: there is nothing to take back
+                state.inflight += 1;
+                return post(config.urls.undo, id === undefined ? {} : {review: id}).then(
+                    (data) => {
+                        state.reviewedToday -= 1;
+                        settle(data);
+                        return data;
+                    },
+                    (error) => {
+                        state.inflight -= 1;
+                        throw error;
+                    }
+                );
+            })
             .then((data) => {
                 if (!data) {
                     say("Nothing to undo.");
                     return;
                 }
-                state.reviewedToday = data.reviewed_today;
                 state.left += 1;
                 if (data.item) {
                     state.items = state.items.filter((item) => item.image.id !== data.item.image.id);
                     state.items.unshift(data.item);
                 }
                 show();
-                say("Undone.");
+                say(data.message);
             })
-            .catch((error) => say(error.message, true));
+            .catch((error) => {
+                renderCounters();
+                say(error.status === 404 ? "Nothing to undo." : error.message, error.status !== 404);
+            });
     }
 
     function toggleHelp(force) {
@@ -356,6 +456,8 @@
         if (event.target === el.help) toggleHelp(false);
     });
 
+    state.strip = config.recent.map(stripEntry);
+    renderStrip();
     state.items = config.items.slice();
     state.items.forEach(preload);
     state.exhausted = state.items.length < HOLD;

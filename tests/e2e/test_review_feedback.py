@@ -1,0 +1,124 @@
+"""The review screen's feedback in a real browser: the strip of recent decisions and the
+"reviewed today" count follow each key press, and undo (Z, or a click on the strip) still
+works after a reload, saying what it took back."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.e2e.test_workflow import sign_in, wait_until_image_shown
+from tests.predictions.conftest import (  # noqa: F401 (fixtures)
+    image_factory,
+    prediction_factory,
+    stub_model_version_factory,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    # serialized_rollback: the flush after a transactional test would otherwise
+    # drop the role groups the data migration created.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+STRIP = "#review-recent .review-recent-entry"
+# The strip after q1 corrected to square and q2 confirmed as circle, newest first.
+BOTH = [("q2.jpg", "✓ circle"), ("q1.jpg", "✎ square")]
+
+
+def strip(page) -> list[dict]:
+    return page.eval_on_selector_all(
+        STRIP,
+        """entries => entries.map(entry => ({
+            name: entry.querySelector("img").alt,
+            caption: entry.querySelector("span").textContent,
+            review: entry.dataset.review || null,
+            thumbnail: entry.querySelector("img").complete && entry.querySelector("img").naturalWidth > 0,
+        }))""",
+    )
+
+
+def wait_for_text(page, selector: str, text: str) -> None:
+    page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector).textContent.trim() === text", arg=[selector, text]
+    )
+
+
+def test_strip_and_count_follow_each_decision_and_undo_survives_a_reload(
+    live_server, new_page, reviewer, prediction_factory
+):
+    from images.models import Image
+    from predictions.models import Review
+
+    for n, confidence in enumerate([0.30, 0.45, 0.60, 0.75], start=1):
+        prediction_factory(name=f"q{n}.jpg", label="circle", confidence=confidence)
+
+    page = new_page()
+    sign_in(page, reviewer.username)
+    page.goto(reverse("admin:predictions_review_screen"))
+    wait_until_image_shown(page)
+    assert page.inner_text("#review-name") == "q1.jpg"
+    assert page.inner_text("#review-today") == "0"
+    assert page.locator("#review-recent").is_hidden()
+
+    # --- 2 (square) on q1, its answer held: the strip and the count already show it
+    decide_url = reverse("admin:predictions_review_decide")
+    held = []
+    page.route(f"**{decide_url}*", lambda route: held.append(route))
+    page.keyboard.press("2")
+    wait_for_text(page, "#review-today", "1")
+    wait_for_text(page, "#review-name", "q2.jpg")
+    assert [(entry["name"], entry["caption"]) for entry in strip(page)] == [("q1.jpg", "✎ square")]
+    # Playwright hands the held request to its handler only while it is being called.
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the screen never posted the decision"
+    with page.expect_response(lambda response: decide_url in response.url) as answer:
+        held[0].continue_()
+    assert answer.value.ok, answer.value.text()
+    page.unroute(f"**{decide_url}*")
+    page.wait_for_function(f"() => document.querySelector('{STRIP}').dataset.review")
+
+    # --- Enter (confirm circle) on q2
+    with page.expect_response(lambda response: decide_url in response.url) as answer:
+        page.keyboard.press("Enter")
+    assert answer.value.ok, answer.value.text()
+    wait_for_text(page, "#review-name", "q3.jpg")
+    page.wait_for_function(f"() => [...document.querySelectorAll('{STRIP}')].every(entry => entry.dataset.review)")
+    assert [(entry["name"], entry["caption"]) for entry in strip(page)] == BOTH
+    assert page.inner_text("#review-today") == "2"
+
+    # --- a reload: the strip and the count come from the server
+    page.reload()
+    wait_until_image_shown(page)
+    page.wait_for_function(f"() => [...document.querySelectorAll('{STRIP} img')].every(img => img.complete)")
+    after_reload = strip(page)
+    assert [(entry["name"], entry["caption"]) for entry in after_reload] == BOTH
+    assert all(entry["thumbnail"] for entry in after_reload)
+    assert page.inner_text("#review-today") == "2"
+
+    # --- Z takes back the latest decision, says which, and shows its image again
+    page.keyboard.press("z")
+    wait_for_text(page, "#review-message", "Undid: circle on q2.jpg")
+    wait_for_text(page, "#review-name", "q2.jpg")
+    wait_for_text(page, "#review-today", "1")
+    wait_until_image_shown(page)
+    assert [entry["name"] for entry in strip(page)] == ["q1.jpg"]
+
+    # --- a click on the strip takes back that decision and shows its image
+    page.click(STRIP)
+    wait_for_text(page, "#review-message", "Undid: square on q1.jpg")
+    wait_for_text(page, "#review-name", "q1.jpg")
+    wait_for_text(page, "#review-today", "0")
+    wait_until_image_shown(page)
+    assert page.locator("#review-recent").is_hidden()
+
+    reviews = Review.objects.filter(reviewer=reviewer)
+    assert reviews.count() == 2 and not reviews.filter(undone_at__isnull=True).exists()
+    assert not Image.objects.exclude(final_label=None).exists()
+    # Both images are back on this reviewer's screen, claimed for them.
+    claimed = set(Image.objects.filter(claimed_by=reviewer).values_list("original_name", flat=True))
+    assert {"q1.jpg", "q2.jpg"} <= claimed
