@@ -34,7 +34,7 @@ from bench.common import (
 )
 
 BENCHMARKS = ("pipeline", "tutorial", "precision", "admin_scale", "export_scale", "near_duplicates", "label_import",
-              "auto_accept", "label_audit", "similar")
+              "auto_accept", "label_audit", "similar", "reviewer_stats")
 TIMEOUT_SECONDS = 45 * 60
 
 

@@ -278,6 +278,7 @@ class UploadBatchAdmin(LiveProgressMixin, ImageActionPermissionsMixin, admin.Mod
         (None, {"fields": ["name", "source", "created_by", "created_at"]}),
         ("Files", {"fields": ["accepted", "near_duplicates", "duplicates", "rejected"]}),
         ("Predictions (active model)", {"fields": ["progress", "failed_predictions"]}),
+        ("Review", {"fields": ["overlap_share"]}),
     ]
     readonly_fields = [
         "name",
@@ -301,10 +302,11 @@ class UploadBatchAdmin(LiveProgressMixin, ImageActionPermissionsMixin, admin.Mod
     def progress_finished(self, batch):
         return batch_progress_finished(batch)
 
-    # A batch is the record of an upload: it is not edited, and new ones come
-    # from the upload page.
-    def has_change_permission(self, request, obj=None):
-        return False
+    # A batch is the record of an upload: only its overlap share is edited (by
+    # whoever holds images.change_uploadbatch: Leads), and new ones come from the
+    # upload page. Saved alone, so the counts an upload still in progress writes stay its own.
+    def save_model(self, request, obj, form, change):
+        obj.save(update_fields=["overlap_share"] if change else None)
 
     def add_view(self, request, form_url="", extra_context=None):
         return redirect("admin:images_image_upload")

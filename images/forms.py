@@ -54,9 +54,23 @@ class ImageUploadForm(forms.Form):
     name = forms.CharField(
         label="Batch name", max_length=200, required=False, help_text="Optional: helps you find this upload later."
     )
+    overlap_share = forms.FloatField(
+        label="Overlap share",
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+    )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, overlap: bool = False, **kwargs):
+        """``overlap``: whether the user may set the batch's overlap share (images.change_uploadbatch: Leads)."""
         super().__init__(*args, **kwargs)
+        if not overlap:
+            del self.fields["overlap_share"]
+        else:
+            self.fields["overlap_share"].help_text = (
+                "Optional: the share (0 to 1) of this upload's images that get k independent reviews; "
+                f"empty: the global REVIEW_OVERLAP_SHARE ({settings.REVIEW_OVERLAP_SHARE:g})."
+            )
         self.fields["files"].help_text = (
             f"JPEG, PNG, WebP, GIF, BMP or TIFF images, or .zip archives of them, {human_size(settings.IMAGE_MAX_BYTES)} "
             f"per image. At most {settings.UPLOAD_MAX_FILES} files and {human_size(settings.UPLOAD_MAX_TOTAL_BYTES)} "

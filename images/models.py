@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -24,6 +25,13 @@ class UploadBatch(models.Model):
     # One entry per file that came in: {"file", "status": accepted|duplicate|rejected,
     # "reason", "image_id"}. Kept as a document because it is only ever shown whole.
     report = models.JSONField(default=list, blank=True)
+    # Read by predictions/selectors/quality.py when a decision on one of the batch's images is made.
+    overlap_share = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of this upload's images that get k independent reviews; empty: the global REVIEW_OVERLAP_SHARE",
+    )
 
     class Meta:
         ordering = ["-created_at"]

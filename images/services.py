@@ -169,14 +169,17 @@ def upload_files(
     user,
     source: str = UploadBatch.Source.ADMIN,
     name: str = "",
+    overlap_share: float | None = None,
 ) -> UploadBatch:
     """Store an upload as one batch; see batch_add_files."""
-    batch = batch_create(user=user, source=source, name=name)
+    batch = batch_create(user=user, source=source, name=name, overlap_share=overlap_share)
     return batch_add_files(batch=batch, files=files, user=user)
 
 
-def batch_create(*, user, source: str = UploadBatch.Source.ADMIN, name: str = "") -> UploadBatch:
-    return UploadBatch.objects.create(name=name[:200], source=source, created_by=user)
+def batch_create(
+    *, user, source: str = UploadBatch.Source.ADMIN, name: str = "", overlap_share: float | None = None
+) -> UploadBatch:
+    return UploadBatch.objects.create(name=name[:200], source=source, created_by=user, overlap_share=overlap_share)
 
 
 def batch_add_files(

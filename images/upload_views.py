@@ -49,6 +49,11 @@ def upload_summary(batch: UploadBatch) -> str:
     )
 
 
+def _may_set_overlap(request) -> bool:
+    """Whether the upload form offers the batch's overlap share: to those who may edit it on the batch (Leads)."""
+    return request.user.has_perm("images.change_uploadbatch")
+
+
 def _check_add_permission(request, model_admin) -> None:
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
@@ -59,18 +64,20 @@ def upload_view(request, *, model_admin):
     _check_add_permission(request, model_admin)
     request_error = upload_request_error(request)
     if request_error:
-        return _render_upload(request, model_admin, ImageUploadForm(), request_error=request_error)
+        form = ImageUploadForm(overlap=_may_set_overlap(request))
+        return _render_upload(request, model_admin, form, request_error=request_error)
     return csrf_protect(_upload_form_view)(request, model_admin=model_admin)
 
 
 def _upload_form_view(request, *, model_admin):
-    form = ImageUploadForm(request.POST or None, request.FILES or None)
+    form = ImageUploadForm(request.POST or None, request.FILES or None, overlap=_may_set_overlap(request))
     if request.method == "POST" and form.is_valid():
         batch = services.upload_files(
             files=[(f.name, f) for f in form.cleaned_data["files"]],
             user=request.user,
             source=UploadBatch.Source.ADMIN,
             name=form.cleaned_data["name"],
+            overlap_share=form.cleaned_data.get("overlap_share"),
         )
         _summary_message(request, model_admin, batch)
         return redirect("admin:images_uploadbatch_change", batch.pk)
@@ -107,7 +114,7 @@ def upload_part_view(request, *, model_admin):
 
 
 def _upload_part(request, *, model_admin):
-    form = UploadPartForm(request.POST, request.FILES)
+    form = UploadPartForm(request.POST, request.FILES, overlap=_may_set_overlap(request))
     if not form.is_valid():
         errors = [str(error) for field_errors in form.errors.values() for error in field_errors]
         return JsonResponse({"error": " ".join(errors)}, status=400)
@@ -157,7 +164,12 @@ def _part_batch(request, cleaned: dict) -> UploadBatch:
     known = request.session.get(SESSION_UPLOADS, {})
     if key and key in known:
         return _own_batch(request, known[key])
-    batch = services.batch_create(user=request.user, source=UploadBatch.Source.ADMIN, name=cleaned["name"])
+    batch = services.batch_create(
+        user=request.user,
+        source=UploadBatch.Source.ADMIN,
+        name=cleaned["name"],
+        overlap_share=cleaned.get("overlap_share"),
+    )
     if key:
         # Saved with the response even when the client is gone: its retry finds this batch.
         request.session[SESSION_UPLOADS] = dict([*list(known.items())[-(SESSION_UPLOADS_KEPT - 1):], (key, batch.pk)])

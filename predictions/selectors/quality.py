@@ -6,7 +6,8 @@ each is a Review whose ``queue_order`` names it:
 - ``gold``: a decision on a gold image (a Lead's verified label, mixed into the
   queue without telling). It never changes the image's label; it is compared with it.
 - ``overlap``: one of the k independent decisions on an overlap image (a stable,
-  hash-chosen share of the images). The image's label is the majority once k
+  hash-chosen share of the images: the upload batch's ``overlap_share`` where a
+  Lead set one, else REVIEW_OVERLAP_SHARE). The image's label is the majority once k
   reviewers have decided; until then it stays open, and a tie goes to adjudication.
 - ``adjudication``: a Lead's decision on an image the k reviewers disagreed about;
   final like any other labelling decision.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 
+from images.models import Image, UploadBatch
 from predictions.models import Review
 
 GOLD = "gold"
@@ -36,7 +38,8 @@ NOT_LABELLING = frozenset({GOLD, OVERLAP})
 
 
 def image_in_overlap(image_id: int, *, share: float | None = None) -> bool:
-    """Whether this image gets k independent reviews: a hash of its id below the share.
+    """Whether this image gets k independent reviews: a hash of its id below the share
+    (REVIEW_OVERLAP_SHARE when none is given; images_in_overlap reads the batch's).
 
     A hash, not a random draw, so the choice is the same in every process and
     after every restart, and needs no column; raising the share adds images,
@@ -49,8 +52,31 @@ def image_in_overlap(image_id: int, *, share: float | None = None) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
+def overlap_shares(*, batch_ids: Iterable[int | None]) -> dict[int | None, float]:
+    """batch id -> the share of its images that get k reviews: the batch's own overlap_share
+    when set, else REVIEW_OVERLAP_SHARE (also under None, for images without a batch). One query."""
+    ids = {pk for pk in batch_ids if pk is not None}
+    own = dict(UploadBatch.objects.filter(pk__in=ids, overlap_share__isnull=False).values_list("pk", "overlap_share"))
+    default = settings.REVIEW_OVERLAP_SHARE
+    return {None: default} | {pk: own.get(pk, default) for pk in ids}
+
+
+def images_in_overlap(*, images: Iterable[Image]) -> set[int]:
+    """The ids of these images that get k independent reviews, each under its batch's share (one query)."""
+    images = list(images)
+    shares = overlap_shares(batch_ids={image.batch_id for image in images})
+    return {image.pk for image in images if image_in_overlap(image.pk, share=shares[image.batch_id])}
+
+
 def overlap_enabled() -> bool:
-    return settings.REVIEW_OVERLAP_SHARE > 0 and settings.REVIEW_OVERLAP_K >= 2
+    """Whether any image may get overlap reviews: a global share, or a batch's own (one small query).
+
+    Images stay marked (label_source "overlap") once their first overlap decision is in,
+    so this only gates work for images chosen while a share was set.
+    """
+    if settings.REVIEW_OVERLAP_K < 2:
+        return False
+    return settings.REVIEW_OVERLAP_SHARE > 0 or UploadBatch.objects.filter(overlap_share__gt=0).exists()
 
 
 def overlap_reviewed_by_q(*, reviewer, prefix: str = "") -> Q:
@@ -157,13 +183,14 @@ def review_items_quality(*, items: list[dict], predictions: list) -> list[dict]:
     """What gold, overlap and adjudication change in the screen's items (one per prediction, image loaded).
 
     A gold image's item is any open image's item: the model's suggestion, no label,
-    no mark. With settings.REVIEW_BLIND, every image the overlap hash picks (gold
-    ones too, so they still look alike) is shown without the model's suggestion, so
+    no mark. With settings.REVIEW_BLIND, every image the overlap hash picks (under its
+    batch's share; gold ones too, so they still look alike) is shown without the model's suggestion, so
     independent reviewers do not anchor on it; the decision then records the
     version's prediction server-side. An image waiting for adjudication (only
     Leads are served one) carries the reviewers' votes instead.
     """
     blind = settings.REVIEW_BLIND and overlap_enabled()
+    overlap_ids = images_in_overlap(images=[p.image for p in predictions]) if blind else set()
     waiting = {
         p.image_id for p in predictions if p.image.final_label_id is None and p.image.label_source == ADJUDICATION
     }
@@ -172,7 +199,7 @@ def review_items_quality(*, items: list[dict], predictions: list) -> list[dict]:
         image_id = prediction.image_id
         if image_id in waiting:
             item["votes"] = [{"label": label, "count": count} for label, count in votes[image_id].most_common()]
-        elif blind and image_in_overlap(image_id):
+        elif image_id in overlap_ids:
             item["prediction"] = {
                 "id": None, "blind": True, "label_id": None, "label": "", "confidence": None, "margin": None, "top": [],
             }

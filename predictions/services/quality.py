@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef
 
 from images.models import Image
 from predictions.models import ModelVersion, Prediction, Review
-from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP, image_in_overlap
+from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP, images_in_overlap
 from predictions.selectors.queue import QueueFilters, QueueOrder, review_queue
 
 # Who may mark gold images and adjudicate: Leads (predictions/roles.py).
@@ -134,7 +134,8 @@ def review_decision_order(*, image: Image, reviewer, queue_order: str, reopened:
     overlap are the server's knowledge. A gold image gives a gold check (once per
     reviewer while it stands); an image waiting for adjudication takes a Lead's
     decision from the adjudication order only; an open overlap image takes one
-    decision per reviewer. Anything else keeps the order that served it.
+    decision per reviewer (whether it is one: its batch's overlap share, else the
+    global one). Anything else keeps the order that served it.
     """
     from predictions.services.reviews import ReviewConflict
 
@@ -152,7 +153,7 @@ def review_decision_order(*, image: Image, reviewer, queue_order: str, reopened:
                 f"{image} waits for a Lead's adjudication." if waiting else f"{image} is not waiting for adjudication."
             )
         return ADJUDICATION
-    if image.final_label_id is None and not reopened and image_in_overlap(image.pk):
+    if image.final_label_id is None and not reopened and images_in_overlap(images=[image]):
         if decided_before(queue_order=OVERLAP):
             raise ReviewConflict(f"{image} was already reviewed by you; it waits for other reviewers.")
         return OVERLAP

@@ -275,3 +275,126 @@ def test_simulated_reviewers_kappa_near_zero_for_random_and_one_for_careful(
     careful = Image.objects.filter(batch=batches["care"], final_label__isnull=False)
     right = sum(1 for pk, name in careful.values_list("pk", "final_label__name") if truth[pk] == name)
     assert right / careful.count() > 0.99  # two careful reviewers agreeing are almost never both wrong
+
+
+# --- the overlap share per upload batch ---------------------------------------------------
+
+
+def batch_with(share, *, prediction_factory, count: int = 6, name: str = "batch"):
+    """An upload batch with this overlap_share (None: unset) and `count` predicted images."""
+    from images.models import UploadBatch
+
+    batch = UploadBatch.objects.create(name=name, overlap_share=share)
+    return batch, [prediction_factory(name=f"{name}-{n}.jpg", batch=batch).image for n in range(count)]
+
+
+def test_a_batch_share_of_one_puts_all_its_images_in_overlap_while_the_global_is_zero(
+    settings, reviewer, second_reviewer, labels, prediction_factory
+):
+    settings.REVIEW_OVERLAP_SHARE, settings.REVIEW_OVERLAP_K, settings.REVIEW_GOLD_RATE = 0.0, 2, 0.0
+    _batch, images = batch_with(1.0, prediction_factory=prediction_factory)
+    loose = prediction_factory(name="no-batch.jpg").image  # no batch: the global share, 0
+
+    orders = [decide(reviewer, image, "square").queue_order for image in images]
+
+    assert orders == ["overlap"] * len(images)
+    assert set(Image.objects.filter(pk__in=[i.pk for i in images]).values_list("label_source", "final_label")) == {
+        ("overlap", None)
+    }
+    assert set(queue_ids(reviewer)) == {loose.pk}  # never twice to the same reviewer...
+    assert set(queue_ids(second_reviewer)) == {loose.pk, *(i.pk for i in images)}  # ...but to the next one
+    assert decide(reviewer, loose, "star").queue_order == ""
+    assert Image.objects.get(pk=loose.pk).final_label.name == "star"
+
+
+def test_a_batch_share_of_zero_puts_none_of_its_images_in_overlap_while_the_global_is_one(
+    overlap, reviewer, labels, prediction_factory
+):
+    _batch, images = batch_with(0.0, prediction_factory=prediction_factory)
+
+    orders = [decide(reviewer, image, "square").queue_order for image in images]
+
+    assert orders == [""] * len(images)
+    assert all(image.final_label.name == "square" for image in Image.objects.filter(pk__in=[i.pk for i in images]))
+
+
+@pytest.mark.parametrize("global_share", [0.0, 1.0])
+def test_an_unset_batch_share_follows_the_global_one(settings, global_share, reviewer, labels, prediction_factory):
+    settings.REVIEW_OVERLAP_SHARE, settings.REVIEW_OVERLAP_K, settings.REVIEW_GOLD_RATE = global_share, 2, 0.0
+    _batch, images = batch_with(None, prediction_factory=prediction_factory)
+
+    orders = {decide(reviewer, image, "square").queue_order for image in images}
+
+    assert orders == ({"overlap"} if global_share else {""})
+
+
+def test_a_batch_share_picks_by_the_same_hash_as_the_global_one(settings, reviewer, labels, prediction_factory):
+    """A share between 0 and 1 chooses the images the hash puts below it, as the global share does."""
+    settings.REVIEW_OVERLAP_SHARE, settings.REVIEW_OVERLAP_K, settings.REVIEW_GOLD_RATE = 0.0, 2, 0.0
+    _batch, images = batch_with(0.5, prediction_factory=prediction_factory, count=12)
+    expected = {image.pk for image in images if image_in_overlap(image.pk, share=0.5)}
+    assert 0 < len(expected) < len(images)  # the 12 ids split (else the test would show nothing)
+
+    chosen = {image.pk for image in images if decide(reviewer, image, "square").queue_order == "overlap"}
+
+    assert chosen == expected
+
+
+def test_blind_mode_follows_the_batch_share(settings, client_for, reviewer, labels, prediction_factory):
+    settings.REVIEW_OVERLAP_SHARE, settings.REVIEW_OVERLAP_K, settings.REVIEW_GOLD_RATE = 0.0, 2, 0.0
+    settings.REVIEW_BLIND = True
+    _batch, (blind,) = batch_with(1.0, prediction_factory=prediction_factory, count=1, name="blind")
+    _other, (shown,) = batch_with(None, prediction_factory=prediction_factory, count=1, name="shown")
+
+    items = client_for(reviewer).post(reverse("admin:predictions_review_next"), {"count": 5}).json()["items"]
+
+    predictions = {item["image"]["id"]: item["prediction"] for item in items}
+    assert predictions[blind.pk]["blind"] is True and predictions[blind.pk]["label"] == ""
+    assert not predictions[shown.pk].get("blind") and predictions[shown.pk]["label"] == "circle"
+
+
+def test_a_lead_edits_only_the_overlap_share_on_the_batch_page(client_for, lead, reviewer, uploader):
+    from images.models import UploadBatch
+
+    batch = UploadBatch.objects.create(name="first", accepted_count=3, created_by=uploader)
+    url = reverse("admin:images_uploadbatch_change", args=[batch.pk])
+    page = client_for(lead).get(url).content.decode()
+    assert 'name="overlap_share"' in page and 'name="name"' not in page  # the rest stays read-only
+
+    answer = client_for(lead).post(url, {"overlap_share": "0.25", "name": "renamed", "accepted_count": "99"})
+
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    batch.refresh_from_db()
+    assert (batch.overlap_share, batch.name, batch.accepted_count) == (0.25, "first", 3)
+    assert client_for(lead).post(url, {"overlap_share": "1.5"}).status_code == 200  # refused: out of 0..1
+    client_for(lead).post(url, {"overlap_share": ""})
+    batch.refresh_from_db()
+    assert batch.overlap_share is None  # empty: back to the global share
+    for user in (reviewer, uploader):
+        assert 'name="overlap_share"' not in client_for(user).get(url).content.decode()
+        assert client_for(user).post(url, {"overlap_share": "1"}).status_code == 403
+    batch.refresh_from_db()
+    assert batch.overlap_share is None
+
+
+def test_the_upload_form_sets_the_batch_share_for_leads_only(client_for, lead, uploader, make_image):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from images.models import UploadBatch
+
+    upload_url = reverse("admin:images_image_upload")
+    assert 'name="overlap_share"' in client_for(lead).get(upload_url).content.decode()
+    assert 'name="overlap_share"' not in client_for(uploader).get(upload_url).content.decode()
+
+    def send(user, url, name, share, **extra):
+        photo = SimpleUploadedFile(f"{name}.jpg", make_image(seed=len(name)), content_type="image/jpeg")
+        return client_for(user).post(url, {"files": [photo], "name": name, "overlap_share": share, **extra})
+
+    assert send(lead, upload_url, "plain", "0.5").status_code == 302
+    assert send(lead, reverse("admin:images_image_upload_part"), "parts", "1").status_code == 200
+    assert send(uploader, reverse("admin:images_image_upload_part"), "ignored", "1").status_code == 200
+    assert send(lead, upload_url, "unset", "").status_code == 302
+    shares = dict(UploadBatch.objects.values_list("name", "overlap_share"))
+    assert shares == {"plain": 0.5, "parts": 1.0, "ignored": None, "unset": None}
+    refused = send(lead, reverse("admin:images_image_upload_part"), "refused", "2")
+    assert refused.status_code == 400 and "1.0" in refused.json()["error"]

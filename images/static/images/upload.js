@@ -23,6 +23,7 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
   }
   const input = document.getElementById("id_files");
   const nameInput = document.getElementById("id_name");
+  const overlapInput = document.getElementById("id_overlap_share"); // Leads only
   const dropRow = document.getElementById("upload-drop-row");
   const drop = document.getElementById("upload-drop");
   const folderInput = document.getElementById("upload-folder-input");
@@ -309,6 +310,9 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
       const body = new FormData();
       body.append("csrfmiddlewaretoken", token);
       body.append("name", nameInput ? nameInput.value : "");
+      if (overlapInput) {
+        body.append("overlap_share", overlapInput.value);
+      }
       body.append("upload_key", upload.key);
       if (upload.batch) {
         body.append("batch", upload.batch);
