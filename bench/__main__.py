@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark, one table of ratios.
 
-    python -m bench                       # the default size (medium), all five
+    python -m bench                       # the default size (medium), every benchmark
     python -m bench --size small          # a quick check
     python -m bench --only pipeline tutorial
 
