@@ -17,6 +17,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# The run measures the GPU on the embedded defaults (SQLite, the ORM broker): a database or broker
+# set for this shell (CI's PostgreSQL and Redis) is neither needed nor installed from .whl/.
+unset DATABASE_URL REDIS_URL
 
 DEVICE=${GPU_BENCH_DEVICE:-cuda}
 INSTALL=auto

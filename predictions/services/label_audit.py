@@ -47,7 +47,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from ml.features import EMBEDDING_DTYPE
-from predictions.models import LabelAudit, LabelSuspicion
+from predictions.models import LabelAudit, LabelSuspicion, Review
 from predictions.selectors.label_audit import (
     label_audit_candidates_count,
     label_audit_in_progress,
@@ -306,12 +306,11 @@ def label_audit_due_check(*, review_id: int | None = None) -> LabelAudit | None:
     """Queue an audit when settings.LABEL_AUDIT_EVERY_REVIEWS reviews were written since the last one.
 
     Called on commit wherever reviews are written (review_submit, label_operation_apply).
-    "Reviews since" counts Review rows by id (every source, undone ones too): the
-    newest id against the highest id when the latest audit was queued. Cheap per
-    decision: the review id the threshold falls on is kept in the process's cache
-    (10 minutes), so a decision below it costs no query at all; crossing it costs two
-    small ones (the latest audit; its starting id, read backwards from the newest
-    review). While an audit is queued or running, the check waits a tenth of N
+    "Reviews since" counts Review rows (every source, undone ones too) newer than the
+    highest id when the latest audit was queued. Cheap per decision: the review id the
+    threshold can fall on first is kept in the process's cache (10 minutes), so a
+    decision below it costs no query at all; reaching it costs three small ones (the
+    latest audit; its starting id, read backwards from the newest review; the count). While an audit is queued or running, the check waits a tenth of N
     reviews more. Two processes crossing at once queue one audit on SQLite (its
     writes are serialised); on PostgreSQL, rarely, two.
     """
@@ -328,7 +327,12 @@ def label_audit_due_check(*, review_id: int | None = None) -> LabelAudit | None:
     next_at = baseline + every
     audit = None
     if review_id >= next_at:
-        if label_audit_in_progress() is not None:
+        # Ids only bound the count from above (a sequence skips numbers, and on PostgreSQL
+        # need not start at 1): count the rows, and wait for exactly the rest.
+        since = Review.objects.filter(pk__gt=baseline, pk__lte=review_id).count()
+        if since < every:
+            next_at = review_id + (every - since)
+        elif label_audit_in_progress() is not None:
             next_at = review_id + max(every // 10, 1)
         else:
             audit = label_audit_queue(reason=Reason.EVERY_N)
