@@ -91,6 +91,8 @@ class Image(models.Model):
         indexes = [
             models.Index(fields=["final_label", "reviewed_at"], name="image_final_label_idx"),
             models.Index(fields=["reviewed_at"], name="image_reviewed_at_idx"),
+            # The few gold images, found without reading every row (the review queue mixes them in).
+            models.Index(fields=["id"], condition=models.Q(is_gold=True), name="image_gold_idx"),
         ]
 
     def __str__(self) -> str:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 
 from images.models import Image
 from predictions.models import ModelVersion, Prediction, Review
 from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP, images_in_overlap
 from predictions.selectors.queue import QueueFilters, QueueOrder, review_queue
+from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
 
 # Who may mark gold images and adjudicate: Leads (predictions/roles.py).
 LEAD_PERMISSION = "predictions.change_review"
@@ -87,13 +87,20 @@ def gold_pick(
     """
     if wanted < 1:
         return []
-    decided = Review.objects.filter(image_id=OuterRef("image_id"), reviewer=reviewer, undone_at__isnull=True)
-    candidates = list(
-        Prediction.objects.filter(model_version=model_version, image__is_gold=True)
-        .exclude(image_id__in=list(avoid))
-        .exclude(Exists(decided))
-        .values_list("pk", flat=True)
-    )
+    # From the gold images (a partial index holds them) outwards: the queue asks this on
+    # every claim, and starting from the version's predictions read them all.
+    avoid = set(avoid)
+    gold_ids = [pk for pk in Image.objects.filter(is_gold=True).values_list("pk", flat=True) if pk not in avoid]
+    candidates = []
+    for chunk in id_chunks(gold_ids, IN_QUERY_MAX_IDS):
+        decided = set(
+            Review.objects.filter(image_id__in=chunk, reviewer=reviewer, undone_at__isnull=True).values_list(
+                "image_id", flat=True
+            )
+        )
+        candidates += Prediction.objects.filter(
+            model_version=model_version, image_id__in=[pk for pk in chunk if pk not in decided]
+        ).values_list("pk", flat=True)
     picked = (rng or random).sample(candidates, min(wanted, len(candidates)))
     rows = Prediction.objects.select_related("image", "label").in_bulk(picked)
     return [rows[pk] for pk in picked]

@@ -113,7 +113,9 @@ def metrics_url(prediction_factory):
 
 
 @pytest.mark.parametrize("scheme", ["dark", "light"])
-def test_every_chart_text_on_the_metrics_page_is_readable(browser, live_server, lead, metrics_url, scheme):
+def test_every_chart_text_on_the_metrics_page_is_readable(
+    browser, live_server, lead, metrics_url, scheme, screenshots_dir
+):
     context = browser.new_context(viewport=VIEWPORT, base_url=live_server.url, color_scheme=scheme)
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     try:
@@ -121,6 +123,8 @@ def test_every_chart_text_on_the_metrics_page_is_readable(browser, live_server, 
         sign_in(page, lead.username)
         page.goto(metrics_url)
         texts = page.evaluate(TEXT_BACKDROPS_JS)
+        if scheme == "dark":
+            page.screenshot(path=screenshots_dir / "metrics-dark.png", full_page=True)
     finally:
         context.close()
 
