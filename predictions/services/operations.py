@@ -42,9 +42,10 @@ from predictions.selectors.queue import review_queue_starts_invalidate
 from predictions.services.label_audit import label_audit_due_check
 from reviewtool.batching import id_chunks
 
-# Images per write transaction: a few hundred rows keep each write-lock hold
-# to milliseconds.
-WRITE_BATCH = 500
+# Images per write transaction: about 0.3 s of SQLite's write lock each at 500 in
+# bench/label_import.py (less on a quiet machine); 1,000 halves the statements per
+# image and keeps a hold well under a second.
+WRITE_BATCH = 1000
 YIELD_EVERY = 1.0  # seconds of batches before SQLite's write lock is left free...
 YIELD_PAUSE = 0.12  # ...for this long
 
