@@ -56,7 +56,7 @@ def run(options) -> Report:
                           sim_mean_precision=float(draws[:, 0].mean()), sim_mean_recall=float(draws[:, 1].mean()),
                           sim_share_under_target=under)  # fmt: skip
 
-    name = "7 label audit"
+    name = "9 label audit"
     scope = f"{QUALITY_LABELS:,} labels, 8% flipped, 92% model"
     report.rows += [
         Row(name, f"precision of flagged vs flipped ({scope})", f"{precision:.3f}", "-", None,
