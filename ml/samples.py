@@ -76,12 +76,13 @@ def split_samples(
 ) -> tuple[list[tuple[Any, int]], list[tuple[Any, int]]]:
     """(train, validation): the caller's split where ``validation`` marks each sample's side
     (one that keeps near-duplicates together, say), else :func:`stratified_split`. A caller's
-    split that leaves no validation sample (a tiny set) falls back to the stratified one."""
+    split that leaves either side empty (a tiny set, or one near-duplicate group) falls back to
+    the stratified one."""
     if validation is not None:
         if len(validation) != len(samples):
             raise ValueError(f"validation marks {len(validation)} samples, there are {len(samples)}")
         val = [sample for sample, is_val in zip(samples, validation) if is_val]
-        if val:
+        if 0 < len(val) < len(samples):
             return [sample for sample, is_val in zip(samples, validation) if not is_val], val
     return stratified_split(samples, val_fraction=val_fraction, seed=seed)
 

@@ -212,7 +212,8 @@ def test_a_callers_split_is_kept_and_a_tiny_one_falls_back_to_stratified():
     marks = [i in (3, 4) for i in range(10)]
     train, val = split_samples(samples, validation=marks)
     assert val == [samples[3], samples[4]] and len(train) == 8
-    train, val = split_samples(samples, validation=[False] * 10, val_fraction=0.2)
-    assert len(val) == 2 and {label for _, label in val} == {0, 1}
+    for marks in ([False] * 10, [True] * 10):  # no validation, or nothing left to train on
+        train, val = split_samples(samples, validation=marks, val_fraction=0.2)
+        assert len(val) == 2 and {label for _, label in val} == {0, 1} and len(train) == 8
     with pytest.raises(ValueError):
         split_samples(samples, validation=[True])
