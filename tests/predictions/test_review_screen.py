@@ -297,7 +297,9 @@ def test_query_count_does_not_grow_with_the_queue(client_for, reviewer, predicti
     with_50 = measure()
 
     assert with_5 == with_50
-    assert with_5[0] <= 25 and with_5[1] <= 15
+    # A guard against new per-request queries: next is 16 on PostgreSQL (its claim runs in
+    # a savepoint; one query asks whether any upload batch sets its own overlap share).
+    assert with_5[0] <= 25 and with_5[1] <= 16
 
 
 # --- the strip of recent decisions, and undo across reloads (issue 17, items 3 and 4) -----------

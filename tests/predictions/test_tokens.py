@@ -147,7 +147,7 @@ def test_token_pages_link_the_predict_page(reviewer, client_for):
 
 
 @pytest.mark.parametrize("user", ["uploader", "reviewer", "lead"])
-def test_every_admin_page_links_the_predict_page_for_those_who_may_use_it(user, client_for, request):
+def test_every_admin_page_links_the_predict_page_for_those_who_may_use_it(db, user, client_for, request):
     client = client_for(request.getfixturevalue(user))
 
     for url in (reverse("admin:index"), reverse("admin:predictions_apitoken_changelist")):
