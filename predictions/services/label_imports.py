@@ -42,6 +42,7 @@ from predictions.models import Label, LabelOperation, Prediction, Review
 from predictions.resources import unescape_formula
 from predictions.selectors.versions import model_version_active_id
 from predictions.services.operations import (
+    DECISION_IMAGE_FIELDS,
     LabelDecision,
     OperationResult,
     label_decision_skip_reason,
@@ -59,7 +60,6 @@ REPORT_PROBLEMS = 100
 # Paths named in the message of a bare name found in several folders.
 FOLDERS_LISTED = 3
 
-_IMAGE_STATE = ("pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold")
 
 
 class RowOutcome:
@@ -188,7 +188,7 @@ class _Index:
             for value in values:
                 self.images[(column, value)] = []
             for chunk in id_chunks(sorted(values), IN_QUERY_MAX_IDS):
-                for state in Image.objects.filter(**{f"{column}__in": chunk}).values(column, *_IMAGE_STATE):
+                for state in Image.objects.filter(**{f"{column}__in": chunk}).values(column, *DECISION_IMAGE_FIELDS):
                     self.images[(column, state.pop(column))].append(state["pk"])
                     if state["pk"] not in self.states:
                         self.states[state["pk"]] = state
@@ -227,7 +227,7 @@ class _Index:
                 self.folder_matches[name] = sorted(path for _, path in matches)
             found.update(pk for pk, _ in matches if pk not in self.states)
         for chunk in id_chunks(sorted(found), IN_QUERY_MAX_IDS):
-            for state in Image.objects.filter(pk__in=chunk).values(*_IMAGE_STATE):
+            for state in Image.objects.filter(pk__in=chunk).values(*DECISION_IMAGE_FIELDS):
                 self.states[state["pk"]] = state
                 new_ids.append(state["pk"])
 

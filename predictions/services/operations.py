@@ -46,6 +46,8 @@ from reviewtool.batching import id_chunks
 # bench/label_import.py (less on a quiet machine); 1,000 halves the statements per
 # image and keeps a hold well under a second.
 WRITE_BATCH = 1000
+# What the rule reads of an image (label_decision_skip_reason).
+DECISION_IMAGE_FIELDS = ("pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold")
 YIELD_EVERY = 1.0  # seconds of batches before SQLite's write lock is left free...
 YIELD_PAUSE = 0.12  # ...for this long
 
@@ -151,13 +153,14 @@ def _apply_chunk(
 ) -> None:
     images = {
         row["pk"]: row
-        for row in Image.objects.filter(pk__in=[d.image_id for d in decisions]).values(
-            "pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold"
-        )
+        for row in Image.objects.filter(pk__in=[d.image_id for d in decisions]).values(*DECISION_IMAGE_FIELDS)
     }
     writable = []
     for decision in decisions:
-        reason = _skip_reason(images.get(decision.image_id), decision, user=user, now=now, overwrite=overwrite_reviewed)
+        reason = label_decision_skip_reason(
+            image=images.get(decision.image_id), decision=decision, user=user, now=now,
+            overwrite_reviewed=overwrite_reviewed,
+        )
         if reason:
             result.skipped[reason] += 1
         else:
@@ -211,23 +214,19 @@ def _apply_chunk(
 def label_decision_skip_reason(
     *, image: dict | None, decision: LabelDecision, user, now, overwrite_reviewed: bool = False
 ) -> str:
-    """Why the rule would leave this image alone ('' when it would not); for previews (a label
-    import's dry run). ``image``: its values of pk, final_label_id, claimed_by_id, claimed_until, is_gold."""
-    return _skip_reason(image, decision, user=user, now=now, overwrite=overwrite_reviewed)
-
-
-def _skip_reason(image: dict | None, decision: LabelDecision, *, user, now, overwrite: bool) -> str:
+    """Why the rule leaves this image alone ('' when it does not): applied to each batch here,
+    and to previews (a label import's dry run). ``image``: its values of DECISION_IMAGE_FIELDS."""
     if image is None:
         return SkipReason.MISSING
     if image["is_gold"]:
         return SkipReason.GOLD
     if image["final_label_id"] is not None:
-        if not overwrite:
+        if not overwrite_reviewed:
             return SkipReason.REVIEWED
         if image["final_label_id"] == decision.label_id:
             return SkipReason.UNCHANGED
     held = image["claimed_until"] is not None and image["claimed_until"] >= now
-    if held and image["claimed_by_id"] not in (None, user.pk) and not overwrite:
+    if held and image["claimed_by_id"] not in (None, user.pk) and not overwrite_reviewed:
         return SkipReason.CLAIMED
     return ""
 
