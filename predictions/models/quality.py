@@ -4,20 +4,18 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from .jobs import JobStatus
+from .jobs import BackgroundJob
 from .reviews import LabelOperation
 from .versions import Label, ModelVersion
 
 
-class AutoAcceptRun(models.Model):
+class AutoAcceptRun(BackgroundJob):
     """One auto-accept: the promise asked for, the threshold chosen and what it accepted.
 
     The bound is computed from the uniformly random audit sample of reviews of
     this version's predictions (predictions.statistics.acceptance); the accepted
     images' reviews belong to ``operation``, which undoes the run as a whole.
     """
-
-    Status = JobStatus
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="auto_accept_runs")
     max_error = models.FloatField()
@@ -29,47 +27,26 @@ class AutoAcceptRun(models.Model):
     needed = models.PositiveIntegerField(null=True, blank=True)
     accepted = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
     operation = models.OneToOneField(
         LabelOperation, null=True, blank=True, on_delete=models.SET_NULL, related_name="auto_accept_run"
     )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Auto-accept #{self.pk} ({self.model_version})"
 
 
-class LabelAudit(models.Model):
+class LabelAudit(BackgroundJob):
     """One run of the label audit (confident learning over out-of-sample probabilities)."""
-
-    Status = JobStatus
 
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="label_audits"
     )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     method = models.CharField(max_length=200, blank=True)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     flagged = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
     reason = models.CharField(max_length=64, blank=True, help_text="on demand, every N reviews, command")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Label audit #{self.pk}"
