@@ -105,10 +105,19 @@ def active_model_version(model_version_factory):
 
 
 def _user_in_group(django_user_model, username: str, group_name: str | None, **extra):
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
+    from django.contrib.contenttypes.management import create_contenttypes
 
     from predictions.roles import role_groups_ensure
 
+    if not Permission.objects.exists():
+        # After a serialized-rollback test Django flushes without post_migrate: no content
+        # types and no permissions are left for the groups to hold.
+        for app_config in apps.get_app_configs():
+            create_contenttypes(app_config, verbosity=0)
+            create_permissions(app_config, verbosity=0)
     # A transactional test's flush empties the groups the data migration made.
     role_groups_ensure(group_model=Group, permission_model=Permission)
 
