@@ -145,7 +145,8 @@ def run(size: Size, *, device, photo_sets: list[list[Path]], warmup: list[Path],
 
         api = api_images_per_s(root, paths[: size.api_photos], checkpoint=checkpoint, per_request=size.api_batch)
         log(f"tutorial view {tutorial:.1f} img/s, JSON API {api:.1f} img/s")
-        # A GPU deployment sets the chunk at least as large as the batch (uploads still flush every 200 files).
+        # A GPU deployment sets the chunk at least as large as the batch (an upload still
+        # queues its first 32 files on their own, then doubling parts up to 200).
         os.environ["PREDICTION_CHUNK_SIZE"] = str(max(128, best.batch_size))
         product = pipeline.product_run(
             root, photo_sets, warmup, precision=best.precision, batch_size=best.batch_size

@@ -11,7 +11,7 @@
     is warmed first with other photos, so (b) is the steady state; the cold start
     (torch import + model load in the worker) is reported on its own.
 
-Target: (b) / (a) >= 0.9.
+Targets: (b) / (a) >= 0.9 from the upload's end, >= 0.8 from its start.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ BATCH_SIZES = (16, 32, 64)
 PRECISIONS = ("fp32", "bf16")
 WARMUP_PHOTOS = 32  # enough for the worker to meet the batch shapes of the steady state
 TARGET = 0.9
+END_TO_END_TARGET = 0.8  # where a user waits: the upload's own work (validation decode, hash, storing) counts too
 PRODUCT_EXTRA_SEEDS = (2, 3)
 LIMIT_METHODS = ("predict_sources, median of 3", "plain loop")
 
@@ -84,6 +85,7 @@ def run(options) -> Report:
     report.rows.append(Row.versus(
         "1 pipeline", "qcluster end to end (upload start -> last row) / in-process limit",
         ours=product["images_per_s_end_to_end"], reference=best.images_per_s, unit="img/s",
+        target_ratio=END_TO_END_TARGET,
     ))
     report.notes += _notes(product, trials, best)
     return report
@@ -100,7 +102,8 @@ def _notes(product: dict, trials: list[Trial], best: Trial) -> list[str]:
         f"{WARMUP_PHOTOS} photos) {product['cold_start_seconds']:.2f} s, not counted; worker time by task: "
         + ", ".join(f"{func} x{stats['count']} {stats['seconds']:.2f} s" for func, stats in product["tasks"].items())
         + f" (one worker, in turn, queue pickup included); queue empty {product['idle_seconds']:.2f} s; "
-        + f"first task queued {delay:+.2f} s from the upload's end (uploads queue work every 200 files).",
+        + f"first task queued {delay:+.2f} s from the upload's end (uploads queue work after 32 files, then at "
+        + "doubling intervals up to every 200).",
     ]
     if product["mean_inference_ms"] is not None:
         notes.append(

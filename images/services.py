@@ -39,8 +39,11 @@ from .uploads import IncomingFile, iter_incoming_files
 
 logger = logging.getLogger(__name__)
 
-# Work is queued (and the batch's counts saved) every this many files, so a
-# long import shows progress and the cluster starts before the import ends.
+# Work is queued (and the batch's counts saved) after the first UPLOAD_FIRST_FLUSH
+# files, so the cluster predicts while the rest still arrive, then after as many
+# files again as were flushed before (doubling), at most every UPLOAD_FLUSH_EVERY:
+# each flush rewrites the batch's report, whose size grows with the upload.
+UPLOAD_FIRST_FLUSH = 32
 UPLOAD_FLUSH_EVERY = 200
 
 
@@ -192,7 +195,8 @@ def batch_add_files(
     """Validate, dedupe and store ``files`` (zips expanded) into ``batch``.
 
     ``files`` is consumed lazily, so a command can stream thousands of files.
-    Every UPLOAD_FLUSH_EVERY files the batch's counts and report are saved and,
+    After the first UPLOAD_FIRST_FLUSH files, then at doubling intervals up to
+    every UPLOAD_FLUSH_EVERY files, the batch's counts and report are saved and,
     on commit, thumbnails and predictions are queued for the new images.
     ``on_file`` is called with each report entry (a progress bar).
 
@@ -207,6 +211,7 @@ def batch_add_files(
     earlier = _Recorded(batch.report)  # what the batch's earlier calls recorded
     stored_now: set[int] = set()
     near_duplicates = _NearDuplicates()
+    flushed = 0
     try:
         for incoming in iter_incoming_files(files):
             entry = _upload_one(incoming, batch=batch, user=user, near_duplicates=near_duplicates, stored_now=stored_now)
@@ -218,13 +223,19 @@ def batch_add_files(
                     stored_now.add(entry["image_id"])
             if on_file is not None:
                 on_file(entry)
-            if len(entries) >= UPLOAD_FLUSH_EVERY:
+            if len(entries) >= _flush_size(flushed=flushed):
                 _batch_flush(batch, entries, user)
+                flushed += len(entries)
                 entries = []
     finally:
         # Also when the caller's file iterator fails: what was stored is recorded and queued.
         _batch_flush(batch, entries, user)
     return batch
+
+
+def _flush_size(*, flushed: int) -> int:
+    """How many entries the next flush waits for, ``flushed`` entries into a call: 32, 32, 64, 128, 200, 200..."""
+    return min(UPLOAD_FLUSH_EVERY, max(UPLOAD_FIRST_FLUSH, flushed))
 
 
 def batch_add_rejections(*, batch: UploadBatch, rejections: Iterable[tuple[str, str]]) -> UploadBatch:

@@ -79,7 +79,7 @@ def _upload_job_extend(*, model_version: ModelVersion, image_ids: list[int], bat
     """Add ``image_ids`` to the upload job ``batch`` already has for ``model_version``; None when it has none.
 
     One upload is one job however it arrives: a large one is stored (and queued)
-    200 files at a time (images.services.UPLOAD_FLUSH_EVERY), and the admin's
+    a part at a time (32 files, then more, up to 200: images.services), and the admin's
     upload page sends a large selection as several requests into one batch. A
     job that finished meanwhile is opened again; a failed one is left as it is.
     """

@@ -57,6 +57,17 @@ def test_work_is_queued_as_the_import_goes(tmp_path, monkeypatch, django_capture
     assert len(callbacks) == 3  # 2 + 2 + 1 images
 
 
+def test_the_first_files_are_queued_early_then_at_doubling_intervals(tmp_path, monkeypatch, django_capture_on_commit_callbacks):
+    """The cluster starts on the first few files while the rest arrive; later flushes grow up to the cap."""
+    monkeypatch.setattr(services, "UPLOAD_FIRST_FLUSH", 2)
+    monkeypatch.setattr(services, "UPLOAD_FLUSH_EVERY", 5)
+    for number in range(20):
+        (tmp_path / f"{number:02d}.png").write_bytes(tiny_png(number))
+    with django_capture_on_commit_callbacks() as callbacks:
+        run(str(tmp_path))
+    assert [len(callback.keywords["image_ids"]) for callback in callbacks] == [2, 2, 4, 5, 5, 2]
+
+
 def test_missing_path_and_unknown_user_are_errors(tmp_path):
     with pytest.raises(CommandError, match="no such file or folder"):
         run(str(tmp_path / "nope"))

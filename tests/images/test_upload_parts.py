@@ -1,8 +1,8 @@
 """One upload in several parts: one batch, one prediction job, and a part sent again stores nothing twice.
 
 The upload page's script sends a large selection as several requests into one
-batch (images/upload_views.py); a large upload is stored 200 files at a time
-(images.services.UPLOAD_FLUSH_EVERY). django-q2 runs in sync mode here: a
+batch (images/upload_views.py); a large upload is stored a part at a time
+(images.services.UPLOAD_FIRST_FLUSH, then doubling up to UPLOAD_FLUSH_EVERY). django-q2 runs in sync mode here: a
 queued chunk runs when the on_commit callbacks are executed.
 """
 
