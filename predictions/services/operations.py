@@ -178,37 +178,73 @@ def _apply_chunk(
         by_label[decision.label_id].append(decision.image_id)
     written: set[int] = set()
     for label_id, image_ids in by_label.items():
-        guarded = list(Image.objects.filter(guard, pk__in=image_ids).values_list("pk", flat=True))
-        Image.objects.filter(pk__in=guarded).update(
-            final_label_id=label_id,
-            reviewed_by=user,
-            reviewed_at=now,
-            label_source=source,
-            review_count=F("review_count") + 1,
-            claimed_by=None,
-            claimed_until=None,
+        changes = {"final_label_id": label_id, "reviewed_by": user, "reviewed_at": now, "label_source": source}
+        count = Image.objects.filter(guard, pk__in=image_ids).update(
+            **changes, review_count=F("review_count") + 1, claimed_by=None, claimed_until=None
         )
-        written.update(guarded)
+        if count == len(image_ids):
+            written.update(image_ids)
+        else:
+            # Some were reviewed or claimed since the read above (PostgreSQL; on SQLite the
+            # immediate transaction holds the write lock from that read on): the written ones
+            # are those that now carry this operation's label, user and time.
+            written.update(Image.objects.filter(pk__in=image_ids, **changes).values_list("pk", flat=True))
     lost = len(writable) - len(written)
     if lost:
         result.skipped[SkipReason.REVIEWED] += lost
-    Review.objects.bulk_create(
-        [
-            Review(
-                image_id=decision.image_id,
-                reviewer=user,
-                label_id=decision.label_id,
-                prediction_id=decision.prediction_id,
-                agreed=None if decision.predicted_label_id is None else decision.predicted_label_id == decision.label_id,
-                source=source,
-                operation=operation,
-                created_at=now,
+    _reviews_insert(
+        rows=[
+            (
+                decision.image_id,
+                decision.label_id,
+                decision.prediction_id,
+                None if decision.predicted_label_id is None else decision.predicted_label_id == decision.label_id,
             )
             for decision in writable
             if decision.image_id in written
-        ]
+        ],
+        user=user,
+        source=source,
+        operation=operation,
+        now=now,
     )
     result.changed += len(written)
+
+
+# Review's columns that differ from row to row in an operation, in _reviews_insert's row order.
+_REVIEW_ROW_FIELDS = ("image", "label", "prediction", "agreed")
+
+
+def _reviews_insert(*, rows: list[tuple], user, source: str, operation: LabelOperation, now) -> None:
+    """Add one Review per row (image id, label id, prediction id, agreed), all by ``user`` at ``now`` in ``operation``.
+
+    What ``Review.objects.bulk_create`` writes, without building a model instance
+    and preparing each of its fields per row: that took 9.4 of the 16 s of an
+    auto-accept run over 100k predictions on SQLite. The values every row shares
+    (user, source, operation, time, and the model's defaults for the rest) are
+    prepared once through the model's own fields, and the rows go in multi-row
+    INSERTs as large as the database's parameter limit allows (bulk_create's
+    batch size). The per-row values are bound as given: Python ints, a bool or
+    None, as LabelDecision declares them. Like bulk_create, no signals are sent.
+    """
+    if not rows:
+        return
+    meta = Review._meta
+    per_row = [meta.get_field(name) for name in _REVIEW_ROW_FIELDS]
+    shared = [field for field in meta.concrete_fields if not field.primary_key and field not in per_row]
+    template = Review(reviewer=user, source=source, operation=operation, created_at=now)
+    shared_values = tuple(field.get_db_prep_save(field.pre_save(template, True), connection) for field in shared)
+    fields = per_row + shared
+    quote = connection.ops.quote_name
+    head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) VALUES "
+    one_row = f"({', '.join(['%s'] * len(fields))})"
+    size = connection.ops.bulk_batch_size(fields, rows)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            part = rows[start : start + size]
+            cursor.execute(
+                head + ", ".join([one_row] * len(part)), [value for row in part for value in row + shared_values]
+            )
 
 
 def label_decision_skip_reason(

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import Label, LabelOperation, Review
+from predictions.services import operations
 from predictions.services.operations import (
     LabelDecision,
     SkipReason,
@@ -96,3 +97,92 @@ def test_unchanged_labels_are_not_written_again(image_factory, labels, reviewer,
     result = _apply([image], labels["circle"], lead, overwrite_reviewed=True)
     assert result.changed == 0
     assert result.skipped == {SkipReason.UNCHANGED: 1}
+
+
+def test_each_changed_image_gets_one_complete_review_in_the_operation_over_several_batches(
+    monkeypatch, image_factory, prediction_factory, labels, reviewer, second_reviewer, lead
+):
+    monkeypatch.setattr(operations, "WRITE_BATCH", 3)
+    agreeing = [prediction_factory(label="circle") for _ in range(3)]
+    disagreeing = [prediction_factory(label="square") for _ in range(2)]
+    plain = [image_factory() for _ in range(2)]  # no prediction shown: agreed stays unknown
+    reviewed = image_factory()
+    review_submit(image=reviewed, reviewer=second_reviewer, label=labels["star"])
+    held = image_factory(claimed_by=lead, claimed_until=timezone.now() + timedelta(minutes=5))  # the user's own claim
+    decisions = (
+        [LabelDecision(image_id=p.image_id, label_id=labels["circle"].pk, prediction_id=p.pk,
+                       predicted_label_id=p.label_id) for p in agreeing + disagreeing]
+        + [LabelDecision(image_id=image.pk, label_id=labels["cross"].pk) for image in plain + [held, reviewed]]
+    )  # fmt: skip
+
+    result = label_operation_apply(
+        kind=LabelOperation.Kind.GRID_SET, decisions=decisions, user=lead, source=Review.Source.GRID
+    )
+
+    operation = LabelOperation.objects.get(pk=result.operation.pk)
+    changed = {d.image_id: d for d in decisions if d.image_id != reviewed.pk}
+    assert result.changed == operation.image_count == len(changed) == 8
+    assert result.skipped == {SkipReason.REVIEWED: 1}
+    agreed = {p.image_id: True for p in agreeing} | {p.image_id: False for p in disagreeing}
+    reviews = list(Review.objects.filter(operation=operation))
+    assert sorted(r.image_id for r in reviews) == sorted(changed)  # one each, none for the reviewed image
+    for review in reviews:
+        decision = changed[review.image_id]
+        assert (review.label_id, review.prediction_id) == (decision.label_id, decision.prediction_id)
+        assert review.agreed == agreed.get(review.image_id)
+        assert (review.reviewer, review.source, review.created_at) == (lead, Review.Source.GRID, operation.created_at)
+        assert (review.undone_at, review.queue_order, review.seconds_spent) == (None, "", None)
+    images = Image.objects.in_bulk(changed)
+    for image_id, decision in changed.items():
+        image = images[image_id]
+        assert (image.final_label_id, image.reviewed_by, image.reviewed_at) == (
+            decision.label_id, lead, operation.created_at
+        )  # fmt: skip
+        assert (image.label_source, image.review_count, image.claimed_by, image.claimed_until) == (
+            Review.Source.GRID, 1, None, None
+        )  # fmt: skip
+    assert Image.objects.get(pk=reviewed.pk).final_label == labels["star"]
+
+    assert label_operation_undo(operation=operation, user=lead) == 8
+    assert not Image.objects.filter(pk__in=changed, final_label__isnull=False).exists()
+
+
+def test_an_image_reviewed_after_the_rule_read_it_keeps_the_human_label_and_gets_no_review(
+    monkeypatch, image_factory, labels, reviewer, lead
+):
+    """A reviewer's decision committed between the batch's read and its write (PostgreSQL allows it)."""
+    images = [image_factory() for _ in range(4)]
+    raced = images[1]
+    rule = operations.label_decision_skip_reason
+
+    def rule_then_a_reviewer_decides(*, image, decision, **kwargs):
+        reason = rule(image=image, decision=decision, **kwargs)
+        if decision.image_id == raced.pk:
+            review_submit(image=Image.objects.get(pk=raced.pk), reviewer=reviewer, label=labels["star"])
+        return reason
+
+    monkeypatch.setattr(operations, "label_decision_skip_reason", rule_then_a_reviewer_decides)
+    result = _apply(images, labels["circle"], lead)
+
+    assert result.changed == 3
+    assert result.skipped == {SkipReason.REVIEWED: 1}
+    raced.refresh_from_db()
+    assert (raced.final_label, raced.reviewed_by, raced.review_count) == (labels["star"], reviewer, 1)
+    assert sorted(Review.objects.filter(operation=result.operation).values_list("image_id", flat=True)) == sorted(
+        image.pk for image in images if image.pk != raced.pk
+    )
+    assert Image.objects.filter(final_label=labels["circle"], reviewed_by=lead).count() == 3
+
+
+def test_a_batch_larger_than_one_insert_statement_writes_every_review(labels, lead):
+    # SQLite takes 90 Review rows per INSERT (999 parameters), so one batch of 250 needs three.
+    images = Image.objects.bulk_create(
+        Image(file=f"images/many/{n}.jpg", sha256=f"{n:064x}", original_name=f"many-{n}.jpg", width=8, height=8,
+              format="JPEG", size_bytes=1)
+        for n in range(250)
+    )  # fmt: skip
+    result = _apply(images, labels["circle"], lead)
+
+    assert result.changed == 250
+    reviews = Review.objects.filter(operation=result.operation, label=labels["circle"], reviewer=lead)
+    assert sorted(reviews.values_list("image_id", flat=True)) == sorted(image.pk for image in images)
