@@ -93,6 +93,13 @@ class Image(models.Model):
             models.Index(fields=["reviewed_at"], name="image_reviewed_at_idx"),
             # The few gold images, found without reading every row (the review queue mixes them in).
             models.Index(fields=["id"], condition=models.Q(is_gold=True), name="image_gold_idx"),
+            # Images without a label, with why they wait (overlap, adjudication, or none): the
+            # reviewer statistics' count of open items and the adjudication backlog read only this.
+            models.Index(
+                fields=["final_label", "label_source"],
+                condition=models.Q(final_label__isnull=True),
+                name="image_open_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,6 +21,7 @@ from django.views import View
 
 from predictions.charts import _svg, _text
 from predictions.selectors import reviewer_stats as stats
+from predictions.selectors.reviewer_agreement import overlap_agreement
 from predictions.services.quality import LEAD_PERMISSION
 
 
@@ -71,7 +72,7 @@ class ReviewerStatsView(View):
             "pace": stats.team_pace(),
             "chart": decisions_per_day_svg(days=days),
             "chart_days": len(days),
-            "agreement": stats.overlap_agreement() if is_lead else None,
+            "agreement": overlap_agreement() if is_lead else None,
             "adjudication_waiting": stats.adjudication_waiting_count() if is_lead else None,
             "overlap_share": settings.REVIEW_OVERLAP_SHARE,
             "blind": settings.REVIEW_BLIND,

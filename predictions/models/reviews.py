@@ -45,6 +45,10 @@ class LabelOperation(models.Model):
         return f"{self.get_kind_display()} #{self.pk}"
 
 
+# Live (not undone) decisions made on the review screen: the rows the reviewer statistics count.
+SCREEN_LIVE = Q(undone_at__isnull=True, source="screen")
+
+
 class Review(models.Model):
     """One reviewer decision. Never overwritten: undo marks it, a new decision adds a row."""
 
@@ -90,6 +94,26 @@ class Review(models.Model):
             models.Index(
                 fields=["queue_order", "prediction"], condition=Q(undone_at__isnull=True), name="review_live_order_idx"
             ),
+            # The reviewer statistics page (predictions/selectors/reviewer_stats.py) counts live
+            # screen decisions only: these hold just those rows (bulk operations do not write
+            # them), each shaped for one kind of count so that a query reads one range of one
+            # index and never the table. source and undone_at are the same in every row but are
+            # columns too: Django sends "screen" as a parameter, which SQLite then checks against
+            # the table's row unless the index holds it, and SQLite's planner counts an index as
+            # covering (and prefers it) only when it holds every column a query names.
+            *[
+                models.Index(fields=[*fields, "source", "undone_at"], condition=SCREEN_LIVE, name=name)
+                for name, fields in (
+                    # Lifetime agreement with the model, per reviewer: the narrowest, read whole.
+                    ("review_screen_agreed_idx", ["reviewer", "agreed"]),
+                    # One reviewer's last days: the week's pace and median, their own chart.
+                    ("review_screen_pace_idx", ["reviewer", "created_at", "seconds_spent"]),
+                    # Everyone's last days: the chart per day, the team's pace.
+                    ("review_screen_time_idx", ["created_at", "queue_order"]),
+                    # Gold checks and overlap decisions by image: adjudicated ones, agreement between reviewers.
+                    ("review_screen_order_idx", ["queue_order", "image", "label", "reviewer"]),
+                )
+            ],
         ]
 
     def __str__(self) -> str:

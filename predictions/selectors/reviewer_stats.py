@@ -1,10 +1,17 @@
-"""Reviewer statistics: pace, agreement with the model, gold accuracy, adjudication, agreement
-between reviewers, and the queue's time to empty. Read by the admin's statistics page
-(predictions/admin/reviewer_stats_views.py).
+"""Reviewer statistics: pace, agreement with the model, gold accuracy, adjudication, and the
+queue's time to empty. Read by the admin's statistics page
+(predictions/admin/reviewer_stats_views.py), with the agreement between reviewers from
+predictions/selectors/reviewer_agreement.py.
 
 Every number is aggregated in the database: the page makes the same handful of
 queries with 100 reviews or 100,000 (the overlap statistics read one row per
 overlap image and label, or per reviewer pair and label pair, never per review).
+Each query reads ranges of Review's partial indexes on live screen decisions
+(predictions/models/reviews.py), per reviewer or per queue order, so what a query
+reads grows with what it counts: only the lifetime agreement with the model reads
+every live decision, and that from the narrowest index; the week's numbers read
+the last 7 days, gold and adjudication counts the gold and overlap decisions. Two
+query is written in SQL (the medians), saying why.
 
 What is counted: live (not undone) decisions made on the review screen (source
 "screen"); grid actions, imports and auto-accept are bulk operations, not a
@@ -18,29 +25,28 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, Sum, Window
-from django.db.models.functions import RowNumber
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from images.models import Image
-from predictions.models import Label, Prediction, Review
+from predictions.models import Prediction, Review
 from predictions.selectors.dashboard import start_of_today
 from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP
 from predictions.selectors.queue import QueueFilters, queue_open_image_q
 from predictions.selectors.versions import model_version_active
-from predictions.statistics.agreement import (
-    cohen_kappa,
-    krippendorff_alpha_nominal,
-    krippendorff_alpha_per_class,
-    proportion_interval,
-)
+from predictions.statistics.agreement import proportion_interval
 
 CONFIDENCE = 0.95
 PACE_DAYS = 7
 CHART_DAYS = 30
+# Reviewers per median query: within SQLite's limits (500 parts of a UNION, 999 parameters before 3.32).
+MEDIAN_BATCH = 150
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,19 @@ def screen_decisions():
     return Review.objects.filter(undone_at__isnull=True, source=Review.Source.SCREEN)
 
 
-def _adjudicated_q() -> Q:
-    adjudication = Review.objects.filter(image_id=OuterRef("image_id"), queue_order=ADJUDICATION, undone_at__isnull=True)
-    return Q(queue_order=OVERLAP) & Q(Exists(adjudication))
+def _adjudicated_image_ids() -> QuerySet:
+    """Images with a live adjudication, for an IN-subquery.
+
+    Uncorrelated, so the database builds the set once per query (a few hundred
+    images), instead of an EXISTS evaluated again for every overlap decision.
+    """
+    return Review.objects.filter(queue_order=ADJUDICATION, undone_at__isnull=True).values("image_id")
+
+
+def _count(decisions: QuerySet) -> Subquery:
+    """COUNT(*) of `decisions` as a scalar subquery: no GROUP BY (one row, 0 when none), and
+    no column named, so that PostgreSQL counts from the index alone (COUNT(id) reads the table)."""
+    return Subquery(decisions.order_by().annotate(n=RawSQL("COUNT(*)", (), output_field=IntegerField())).values("n"))
 
 
 def reviewer_lines(
@@ -110,69 +126,126 @@ def reviewer_lines(
 ) -> list[ReviewerLine]:
     """One line per reviewer with screen decisions (only `reviewer_ids` when given), busiest this week first.
 
-    Two queries: the counts per reviewer, and the medians. Gold accuracy counts
-    the checks on images that are gold now, against their label now: a Lead who
-    unmarks an image withdraws it as a reference.
+    Three queries: the counts per reviewer, the gold and adjudicated checks, and
+    the medians. The counts are subqueries per reviewer (a user row), each a
+    range of one of Review's partial indexes on live screen decisions: the
+    lifetime shares read the reviewer's range of the narrow (reviewer, agreed)
+    index, the week's numbers only the last 7 days of the (reviewer, created_at)
+    one. Gold checks and overlap decisions on adjudicated images are found from
+    those images (a few thousand rows), not by testing every decision. Gold
+    accuracy counts the checks on images that are gold now, against their label
+    now: a Lead who unmarks an image withdraws it as a reference.
     """
     now = now or timezone.now()
     week = now - dt.timedelta(days=PACE_DAYS)
-    decisions = screen_decisions()
+    theirs = screen_decisions().filter(reviewer_id=OuterRef("pk"))
+    this_week = theirs.filter(created_at__gte=week)
+    reviewers = get_user_model().objects.filter(Exists(theirs))
     if reviewer_ids is not None:
-        decisions = decisions.filter(reviewer_id__in=reviewer_ids)
-    gold = Q(queue_order=GOLD, image__is_gold=True)
-    adjudicated = _adjudicated_q()
-    rows = (
-        decisions.values("reviewer_id", "reviewer__username")
-        .annotate(
-            today=Count("id", filter=Q(created_at__gte=start_of_today())),
-            week=Count("id", filter=Q(created_at__gte=week)),
-            timed=Count("id", filter=Q(created_at__gte=week, seconds_spent__isnull=False)),
-            seconds=Sum("seconds_spent", filter=Q(created_at__gte=week)),
-            shown=Count("id", filter=Q(agreed__isnull=False)),
-            agreed_count=Count("id", filter=Q(agreed=True)),
-            gold_n=Count("id", filter=gold),
-            gold_right=Count("id", filter=gold & Q(label_id=F("image__final_label_id"))),
-            adjudicated_n=Count("id", filter=adjudicated),
-            overturned_n=Count("id", filter=adjudicated & ~Q(label_id=F("image__final_label_id"))),
+        reviewers = reviewers.filter(pk__in=reviewer_ids)
+    rows = list(
+        reviewers.annotate(
+            shown=_count(theirs.filter(agreed__isnull=False)),
+            # Compared with a value, not tested as a bare boolean: SQLite then seeks the
+            # agreed ones in the (reviewer, agreed) index instead of reading all of them.
+            agreed_count=_count(theirs.filter(agreed=Value(True))),
+            today=_count(theirs.filter(created_at__gte=start_of_today())),
+            week=_count(this_week),
+            timed=_count(this_week.filter(seconds_spent__isnull=False)),
+            seconds=Subquery(this_week.order_by().annotate(s=Func(F("seconds_spent"), function="SUM")).values("s")),
         )
-        .order_by("-week", "reviewer__username")
+        .order_by("-week", "username")
+        .values("pk", "username", "shown", "agreed_count", "today", "week", "timed", "seconds")
     )
-    medians = _median_seconds(decisions.filter(created_at__gte=week))
+    checks = _checked_decisions()
+    medians = _median_seconds(since=week, sizes={row["pk"]: row["timed"] for row in rows})
     lines = []
     for row in rows:
         seconds = row["seconds"] or 0.0
+        gold_n, gold_right, adjudicated_n, overturned_n = checks.get(row["pk"], (0, 0, 0, 0))
         lines.append(
             ReviewerLine(
-                reviewer_id=row["reviewer_id"],
-                username=row["reviewer__username"],
+                reviewer_id=row["pk"],
+                username=row["username"],
                 today=row["today"],
                 week=row["week"],
                 items_per_hour=3600.0 * row["timed"] / seconds if seconds > 0 else None,
-                median_seconds=medians.get(row["reviewer_id"]),
+                median_seconds=medians.get(row["pk"]),
                 timed=row["timed"],
                 model_agreement=Proportion.of(row["agreed_count"], row["shown"], confidence=confidence),
-                gold=Proportion.of(row["gold_right"], row["gold_n"], confidence=confidence),
-                overturned=Proportion.of(row["overturned_n"], row["adjudicated_n"], confidence=confidence),
+                gold=Proportion.of(gold_right, gold_n, confidence=confidence),
+                overturned=Proportion.of(overturned_n, adjudicated_n, confidence=confidence),
             )
         )
     return lines
 
 
-def _median_seconds(decisions) -> dict[int, float]:
-    """reviewer id -> median seconds of their timed decisions, in one query.
+def _checked_decisions() -> dict[int, tuple[int, int, int, int]]:
+    """reviewer id -> (gold checks, right ones, overlap decisions adjudicated, overturned ones), one query.
 
-    Each reviewer's decisions are ranked by time spent (a window function); only
-    the one or two middle ranks come back, whatever the number of decisions.
+    Gold checks: on images that are gold now, right when equal to their label now.
+    Overturned: an overlap decision on an image with a live adjudication whose label
+    now differs from it (or that has no label now). Two parts joined with UNION ALL,
+    each reading one queue order's range of the (queue_order, image) index.
     """
-    ranked = decisions.filter(seconds_spent__isnull=False).annotate(
-        position=Window(RowNumber(), partition_by=[F("reviewer_id")], order_by=[F("seconds_spent").asc(), F("id").asc()]),
-        size=Window(Count("id"), partition_by=[F("reviewer_id")]),
+    matches = Q(label_id=F("image__final_label_id"))
+    gold = screen_decisions().filter(queue_order=GOLD, image__is_gold=True)
+    adjudicated = screen_decisions().filter(queue_order=OVERLAP, image_id__in=_adjudicated_image_ids())
+    parts = [
+        # Counted by label (never null) rather than id: a column of the index, so that
+        # PostgreSQL need not read the table (Django refuses COUNT(*) with a filter).
+        decisions.order_by()
+        .values("reviewer_id")
+        .annotate(kind=Value(kind), n=Count("*"), counted=Count("label", filter=q))
+        for decisions, kind, q in ((gold, GOLD, matches), (adjudicated, OVERLAP, ~matches))
+    ]
+    checks: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for reviewer_id, kind, n, counted in parts[0].union(parts[1], all=True).values_list(
+        "reviewer_id", "kind", "n", "counted"
+    ):
+        checks[reviewer_id][kind] = (n, counted)
+    return {
+        reviewer_id: (*kinds.get(GOLD, (0, 0)), *kinds.get(OVERLAP, (0, 0))) for reviewer_id, kinds in checks.items()
+    }
+
+
+def _median_seconds(*, since: dt.datetime, sizes: dict[int, int]) -> dict[int, float]:
+    """reviewer id -> median seconds of their timed screen decisions since `since`, given how
+    many each has (`sizes`).
+
+    One query (a batch per MEDIAN_BATCH reviewers): for each reviewer, the one or two
+    middle values of time spent, picked by ORDER BY, LIMIT and OFFSET from their range
+    of the (reviewer, created_at, seconds_spent) index, joined with UNION ALL, so only
+    those come back. Written in SQL: Django refuses LIMIT inside a UNION on SQLite, and
+    an OR of sliced subqueries took a millisecond per reviewer to build. The sizes come
+    from reviewer_lines' counts a moment before; a timed decision landing in between
+    moves the middle by half a rank at most.
+    """
+    quote = connection.ops.quote_name
+    column = {
+        name: quote(Review._meta.get_field(name).column)
+        for name in ("reviewer", "seconds_spent", "created_at", "source", "undone_at")
+    }
+    # Ties in time spent have the same value: the order among them does not change the median.
+    middle = (
+        f"SELECT * FROM (SELECT {column['reviewer']}, {column['seconds_spent']} FROM {quote(Review._meta.db_table)}"
+        f" WHERE {column['source']} = %s AND {column['undone_at']} IS NULL AND {column['reviewer']} = %s"
+        f" AND {column['created_at']} >= %s AND {column['seconds_spent']} IS NOT NULL"
+        f" ORDER BY {column['seconds_spent']} LIMIT %s OFFSET %s) AS middle{{}}"
     )
-    # Ranks (size+1)//2 and (size+2)//2: the same one when size is odd. Integer division in SQL.
-    middle = ranked.filter(position__gte=(F("size") + 1) / 2, position__lte=(F("size") + 2) / 2)
+    start_at = Review._meta.get_field("created_at").get_db_prep_value(since, connection)
+    reviewers = [(reviewer_id, size) for reviewer_id, size in sizes.items() if size]
     values: dict[int, list[float]] = defaultdict(list)
-    for reviewer_id, seconds in middle.values_list("reviewer_id", "seconds_spent"):
-        values[reviewer_id].append(seconds)
+    for start in range(0, len(reviewers), MEDIAN_BATCH):
+        batch = reviewers[start : start + MEDIAN_BATCH]
+        params = []
+        for reviewer_id, size in batch:
+            # 1-based ranks (size+1)//2 and (size+2)//2: the same one when size is odd.
+            params += [Review.Source.SCREEN, reviewer_id, start_at, 2 - size % 2, (size - 1) // 2]
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(middle.format(n) for n in range(len(batch))), params)
+            for reviewer_id, seconds in cursor.fetchall():
+                values[reviewer_id].append(seconds)
     return {reviewer_id: sum(pair) / len(pair) for reviewer_id, pair in values.items()}
 
 
@@ -190,14 +263,18 @@ class TeamPace:
 
 
 def team_pace(*, now: dt.datetime | None = None) -> TeamPace:
-    """How long the queue takes to empty at the last 7 days' pace (two count queries)."""
+    """How long the queue takes to empty at the last 7 days' pace (two count queries).
+
+    The open images are an IN-subquery read from the image index on open labels;
+    SQLite then looks each one's prediction up in the (image, model_version) unique
+    index instead of joining every prediction of the version to its image.
+    """
     now = now or timezone.now()
     version = model_version_active()
     open_items = 0
     if version is not None:
-        open_items = Prediction.objects.filter(
-            queue_open_image_q(filters=QueueFilters(), prefix="image__"), model_version=version
-        ).count()
+        open_images = Image.objects.filter(queue_open_image_q(filters=QueueFilters())).values("pk")
+        open_items = Prediction.objects.filter(model_version=version, image_id__in=open_images).count()
     share = settings.REVIEW_OVERLAP_SHARE
     needed = open_items * (1 + share * (settings.REVIEW_OVERLAP_K - 1))
     week = screen_decisions().filter(created_at__gte=now - dt.timedelta(days=PACE_DAYS)).exclude(queue_order=GOLD).count()
@@ -210,8 +287,10 @@ def decisions_per_day(
 ) -> list[tuple[dt.date, int]]:
     """(day, screen decisions) for each of the last `days` days in the site's time zone, oldest first, zeros included.
 
-    One query of plain range comparisons, one count per local day: truncating each
-    row's time to a date runs a function per review (on SQLite a Python one).
+    One query: a count per local day, each a range of the created_at index (joined
+    with UNION ALL), so each count reads only its own day's rows. Truncating each
+    row's time to a date would run a function per review (on SQLite a Python one),
+    and one pass with a filtered count per day tests every row against every day.
     """
     now = now or timezone.now()
     zone = timezone.get_current_timezone()
@@ -219,76 +298,20 @@ def decisions_per_day(
     first = today - dt.timedelta(days=days - 1)
     dates = [first + dt.timedelta(days=i) for i in range(days + 1)]
     bounds = [dt.datetime.combine(day, dt.time.min, tzinfo=zone) for day in dates]
-    decisions = screen_decisions().filter(created_at__gte=bounds[0], created_at__lt=bounds[-1])
+    decisions = screen_decisions()
     if reviewer_ids is not None:
         decisions = decisions.filter(reviewer_id__in=reviewer_ids)
-    counts = decisions.aggregate(
-        **{f"d{i}": Count("id", filter=Q(created_at__gte=bounds[i], created_at__lt=bounds[i + 1])) for i in range(days)}
-    )
-    return [(dates[i], counts[f"d{i}"]) for i in range(days)]
-
-
-# --- agreement between reviewers, on overlap images ------------------------------------
-
-
-@dataclass(frozen=True)
-class PairAgreement:
-    first: str
-    second: str
-    images: int  # overlap images both decided
-    agreed: int
-    kappa: float  # nan when undefined (no images, or no variation)
-
-
-@dataclass
-class Agreement:
-    pairs: list[PairAgreement] = field(default_factory=list)
-    alpha: float = float("nan")
-    alpha_per_class: dict[str, float] = field(default_factory=dict)
-    images: int = 0  # overlap images with at least two decisions
-    decisions: int = 0  # the decisions on those images
-
-
-def overlap_agreement() -> Agreement:
-    """Cohen's kappa per reviewer pair over the overlap images both decided, Krippendorff's
-    alpha (nominal) over every overlap image with two or more decisions, overall and per class.
-
-    Two queries: label-pair counts per reviewer pair (a self-join on the image), and
-    label counts per image. Gold checks and adjudications are not independent
-    overlap decisions and are left out.
-    """
-    overlap = screen_decisions().filter(queue_order=OVERLAP)
-    other = "image__reviews__"
-    pair_rows = (
-        overlap.filter(
-            **{f"{other}queue_order": OVERLAP, f"{other}undone_at__isnull": True, f"{other}source": Review.Source.SCREEN},
-            **{f"{other}reviewer_id__gt": F("reviewer_id")},
-        )
-        .values_list("reviewer__username", f"{other}reviewer__username", "label_id", f"{other}label_id")
-        .annotate(n=Count("id"))
-    )
-    tables: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
-    for first, second, label_a, label_b, n in pair_rows:
-        tables[(first, second)].append((label_a, label_b, n))
-    pairs = []
-    for (first, second), cells in sorted(tables.items()):
-        a = [label for label, _, n in cells for _ in range(n)]
-        b = [label for _, label, n in cells for _ in range(n)]
-        agreed = sum(n for label_a, label_b, n in cells if label_a == label_b)
-        pairs.append(PairAgreement(first, second, len(a), agreed, cohen_kappa(a, b)))
-    units: dict[int, list[int]] = defaultdict(list)
-    for image_id, label_id, n in overlap.values_list("image_id", "label_id").annotate(n=Count("id")):
-        units[image_id].extend([label_id] * n)
-    pairable = {image_id: labels for image_id, labels in units.items() if len(labels) >= 2}
-    names = dict(Label.objects.values_list("pk", "name"))
-    per_class = krippendorff_alpha_per_class(pairable)
-    return Agreement(
-        pairs=pairs,
-        alpha=krippendorff_alpha_nominal(pairable),
-        alpha_per_class={names.get(label, str(label)): value for label, value in per_class.items()},
-        images=len(pairable),
-        decisions=sum(len(labels) for labels in pairable.values()),
-    )
+    per_day = [
+        decisions.filter(created_at__gte=bounds[i], created_at__lt=bounds[i + 1])
+        .order_by()
+        .values(day=Value(i, output_field=IntegerField()))
+        .annotate(n=Count("*"))
+        for i in range(days)
+    ]
+    counts = dict.fromkeys(range(days), 0)
+    if per_day:
+        counts.update((row["day"], row["n"]) for row in per_day[0].union(*per_day[1:], all=True))
+    return [(dates[i], counts[i]) for i in range(days)]
 
 
 def adjudication_waiting_count() -> int:

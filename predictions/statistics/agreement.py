@@ -99,7 +99,35 @@ def krippendorff_alpha_nominal(units: Mapping[Hashable, Sequence[Hashable | None
     independently; raters need not be the same across units.
     Sample: units maps an item to the labels it received.
     """
-    coincidences, totals = _coincidences(units)
+    return _alpha(_coincidences(units))
+
+
+def krippendorff_alpha_per_class(units: Mapping[Hashable, Sequence[Hashable | None]]) -> dict[Hashable, float]:
+    """Alpha per label, one label against the rest: how reliably reviewers tell that class apart.
+
+    Method: for each label c seen in a pairable unit, every label becomes "c" or "not c"
+    and `krippendorff_alpha_nominal` is computed on that binary data. A class nobody
+    disagrees about but that also never varies (every pairable label is c) gives nan.
+    The binary coincidences are sums of the nominal ones (c with c, c with another,
+    two others), so one pass over the units serves every class.
+    Assumptions and sample as for `krippendorff_alpha_nominal`.
+    """
+    coincidences = _coincidences(units)
+    labels = {c for c, _ in coincidences}
+    per_class = {}
+    for label in sorted(labels, key=repr):
+        binary: Counter = Counter()
+        for (c, k), value in coincidences.items():
+            binary[(c == label, k == label)] += value
+        per_class[label] = _alpha(binary)
+    return per_class
+
+
+def _alpha(coincidences: Counter) -> float:
+    """Alpha from the coincidences o[c][k] (see krippendorff_alpha_nominal)."""
+    totals: Counter = Counter()
+    for (c, _), value in coincidences.items():
+        totals[c] += value
     n = sum(totals.values())
     if n == 0:
         return float("nan")
@@ -111,31 +139,19 @@ def krippendorff_alpha_nominal(units: Mapping[Hashable, Sequence[Hashable | None
     return 1.0 - disagreement_observed / disagreement_expected
 
 
-def krippendorff_alpha_per_class(units: Mapping[Hashable, Sequence[Hashable | None]]) -> dict[Hashable, float]:
-    """Alpha per label, one label against the rest: how reliably reviewers tell that class apart.
+def _coincidences(units: Mapping[Hashable, Sequence[Hashable | None]]) -> Counter:
+    """(c, k) -> o[c][k], over the pairable units (two or more labels, None left out).
 
-    Method: for each label c seen in a pairable unit, every label becomes "c" or "not c"
-    and `krippendorff_alpha_nominal` is computed on that binary data. A class nobody
-    disagrees about but that also never varies (every pairable label is c) gives nan.
-    Assumptions and sample as for `krippendorff_alpha_nominal`.
+    Units with the same labels add the same pairs: each distinct list of labels is
+    worked out once and weighted by how many units have it (thousands of overlap
+    images share a handful of label lists).
     """
-    pairable = _pairable(units)
-    labels = {label for values in pairable for label in values}
-    return {
-        label: krippendorff_alpha_nominal({i: [value == label for value in values] for i, values in enumerate(pairable)})
-        for label in sorted(labels, key=repr)
-    }
-
-
-def _pairable(units: Mapping[Hashable, Sequence[Hashable | None]]) -> list[list[Hashable]]:
-    present = ([value for value in values if value is not None] for values in units.values())
-    return [values for values in present if len(values) >= 2]
-
-
-def _coincidences(units) -> tuple[Counter, Counter]:
     coincidences: Counter = Counter()
-    for values in _pairable(units):
-        weight = 1.0 / (len(values) - 1)
+    for labels, units_alike in Counter(map(tuple, units.values())).items():
+        values = [value for value in labels if value is not None]
+        if len(values) < 2:
+            continue
+        weight = units_alike / (len(values) - 1)
         counts = Counter(values)
         for c, count_c in counts.items():
             for k, count_k in counts.items():
@@ -143,7 +159,4 @@ def _coincidences(units) -> tuple[Counter, Counter]:
                 pairs = count_c * (count_c - 1) if c == k else count_c * count_k
                 if pairs:
                     coincidences[(c, k)] += pairs * weight
-    totals: Counter = Counter()
-    for (c, _), value in coincidences.items():
-        totals[c] += value
-    return coincidences, totals
+    return coincidences

@@ -11,7 +11,8 @@ from predictions.models import Label, LabelOperation, Review
 from predictions.selectors.quality import image_in_overlap
 from predictions.selectors.queue import QueueFilters, QueueOrder, review_queue
 from predictions.selectors.review_items import review_items
-from predictions.selectors.reviewer_stats import overlap_agreement, reviewer_lines
+from predictions.selectors.reviewer_agreement import overlap_agreement
+from predictions.selectors.reviewer_stats import reviewer_lines
 from predictions.selectors.versions import model_version_active
 from predictions.services.operations import LabelDecision, label_operation_apply, label_operation_undo
 from predictions.services.reviews import ReviewConflict, review_claim_next, review_decide, review_undo_last

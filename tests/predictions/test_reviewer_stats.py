@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import Label, Review
+from predictions.selectors.reviewer_agreement import overlap_agreement
 from predictions.selectors.reviewer_stats import decisions_per_day, reviewer_lines, team_pace
 
 STATS = "admin:predictions_review_stats"
@@ -154,8 +155,8 @@ def _many_reviews(count, *, reviewers, labels, image_factory):
     Review.objects.bulk_create(rows)
 
 
-# Session, user, permissions (2), and the page's ten: the same for 12 reviews as for 400.
-QUERY_BOUND = 14
+# Session, user, permissions (2), and the page's eleven: the same for 12 reviews as for 400.
+QUERY_BOUND = 15
 
 
 @pytest.mark.parametrize("count", [12, 400])
@@ -173,3 +174,173 @@ def test_the_page_makes_the_same_queries_with_few_or_many_reviews(
     assert sum(line.week for line in lines.values()) == sum(1 for n in range(count) if n % 200 < 168)
     assert all(not math.isnan(line.median_seconds) for line in lines.values())
 
+
+# --- what is counted, against a reference read row by row ---------------------------
+
+
+def test_overturned_counts_live_adjudications_against_the_label_now(
+    reviewer, second_reviewer, lead, labels, image_factory
+):
+    """An undone adjudication adjudicates nothing; a later live one does. Overturned: the
+    image's label now differs from the decision, or the image has no label now."""
+    circle, square, star, cross = (labels[name] for name in ("circle", "square", "star", "cross"))
+    a, b, c, d = (image_factory() for _ in range(4))
+    for image, mine, theirs in ((a, square, star), (b, circle, square), (c, circle, cross), (d, star, square)):
+        record(reviewer, image, mine, queue_order="overlap")
+        record(second_reviewer, image, theirs, queue_order="overlap")
+    record(reviewer, a, star, queue_order="overlap", undone_at=timezone.now())  # undone: not counted
+    record(lead, a, star, queue_order="adjudication")
+    record(lead, b, circle, queue_order="adjudication", undone_at=timezone.now())
+    record(lead, c, square, queue_order="adjudication", undone_at=timezone.now())
+    record(lead, c, circle, queue_order="adjudication")
+    record(lead, d, star, queue_order="adjudication")
+    Image.objects.filter(pk=a.pk).update(final_label=star)
+    Image.objects.filter(pk=b.pk).update(label_source="adjudication")  # waiting again
+    Image.objects.filter(pk=c.pk).update(final_label=circle)
+    Image.objects.filter(pk=d.pk).update(final_label=None)  # its label taken back since
+
+    lines = {line.username: line for line in reviewer_lines()}
+
+    assert (lines["reviewer"].overturned.successes, lines["reviewer"].overturned.n) == (2, 3)  # a, d of a, c, d
+    assert (lines["reviewer2"].overturned.successes, lines["reviewer2"].overturned.n) == (2, 3)  # c, d
+    assert lines["lead"].overturned.n == 0
+
+
+def test_gold_counts_images_gold_now_against_their_label_now(reviewer, lead, labels, image_factory):
+    circle, square, star = labels["circle"], labels["square"], labels["star"]
+    kept, relabelled, withdrawn, undone = (image_factory() for _ in range(4))
+    for image in (kept, relabelled, withdrawn, undone):
+        record(reviewer, image, square, queue_order="gold", days_ago=2)
+    record(reviewer, undone, circle, queue_order="gold", undone_at=timezone.now())
+    Image.objects.filter(pk__in=[kept.pk, undone.pk]).update(is_gold=True, final_label=square)
+    Image.objects.filter(pk=relabelled.pk).update(is_gold=True, final_label=star)  # the Lead corrected it
+    Image.objects.filter(pk=withdrawn.pk).update(is_gold=False, final_label=square)
+
+    mine = reviewer_lines()[0]
+
+    assert (mine.gold.successes, mine.gold.n) == (2, 3)  # kept and undone's live check right, relabelled wrong
+    assert mine.week == 4 and mine.overturned.n == 0
+
+
+def _reference(now):
+    """The page's numbers computed from every Review row in Python, as the selectors' docstrings
+    define them: live screen decisions; gold checks on images gold now against their label now;
+    overlap decisions on images with a live adjudication, overturned when the label now differs."""
+    from collections import defaultdict
+    from statistics import median
+
+    from predictions.selectors.dashboard import start_of_today
+
+    rows = list(Review.objects.select_related("image", "reviewer"))
+    live = [r for r in rows if r.undone_at is None and r.source == Review.Source.SCREEN]
+    adjudicated_images = {r.image_id for r in rows if r.undone_at is None and r.queue_order == "adjudication"}
+    week, today = now - dt.timedelta(days=7), start_of_today()
+    lines = {}
+    for reviewer_id in {r.reviewer_id for r in live}:
+        mine = [r for r in live if r.reviewer_id == reviewer_id]
+        recent = [r for r in mine if r.created_at >= week]
+        timed = [r.seconds_spent for r in recent if r.seconds_spent is not None]
+        gold = [r for r in mine if r.queue_order == "gold" and r.image.is_gold]
+        adjudicated = [r for r in mine if r.queue_order == "overlap" and r.image_id in adjudicated_images]
+        lines[mine[0].reviewer.username] = {
+            "today": sum(r.created_at >= today for r in mine),
+            "week": len(recent),
+            "timed": len(timed),
+            "median": median(timed) if timed else None,
+            "seconds": sum(timed),
+            "agreement": (sum(r.agreed is True for r in mine), sum(r.agreed is not None for r in mine)),
+            "gold": (sum(r.label_id == r.image.final_label_id for r in gold), len(gold)),
+            "overturned": (
+                sum(r.image.final_label_id is None or r.label_id != r.image.final_label_id for r in adjudicated),
+                len(adjudicated),
+            ),
+        }
+    overlap = defaultdict(list)
+    for r in live:
+        if r.queue_order == "overlap":
+            overlap[r.image_id].append(r)
+    pairs = defaultdict(list)
+    for decisions in overlap.values():
+        for a in decisions:
+            for b in decisions:
+                if b.reviewer_id > a.reviewer_id:
+                    pairs[(a.reviewer.username, b.reviewer.username)].append((a.label_id, b.label_id))
+    units = {image: [r.label_id for r in decisions] for image, decisions in overlap.items() if len(decisions) >= 2}
+    return lines, pairs, units
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_numbers_match_a_row_by_row_reference(
+    seed, reviewer, second_reviewer, lead, labels, django_user_model, monkeypatch
+):
+    """A random history with every case the queries distinguish: undone decisions (adjudications
+    too), bulk ones, agreed unknown, untimed ones, gold images unmarked or relabelled, images
+    without a label, overlap images with several decisions (one reviewer's more than once)."""
+    import random
+
+    from predictions.selectors import reviewer_stats
+    from predictions.statistics.agreement import cohen_kappa, krippendorff_alpha_nominal, krippendorff_alpha_per_class
+
+    rng = random.Random(seed)
+    third = django_user_model.objects.create_user(username="reviewer3")
+    people = [reviewer, second_reviewer, lead, third]
+    names = list(labels.values())
+    images = Image.objects.bulk_create(
+        Image(
+            file=f"images/{n}.jpg", thumbnail=f"thumbnails/{n}.jpg", sha256=f"{seed}-{n:062d}",
+            original_name=f"{n}.jpg", width=1, height=1, format="JPEG", size_bytes=1,
+            is_gold=rng.random() < 0.3, final_label=rng.choice([None, *names]),
+            label_source=rng.choice(["", "screen", "overlap", "adjudication"]),
+        )  # fmt: skip
+        for n in range(30)
+    )
+    now = timezone.now()
+    Review.objects.bulk_create(
+        Review(
+            image=rng.choice(images), reviewer=rng.choice(people), label=rng.choice(names),
+            agreed=rng.choice([None, True, False]), seconds_spent=rng.choice([None, round(rng.uniform(1, 60), 2)]),
+            source=rng.choice([Review.Source.SCREEN] * 6 + [Review.Source.GRID, Review.Source.IMPORT]),
+            queue_order=rng.choice(["", "uncertainty", "gold", "overlap", "overlap", "overlap", "adjudication"]),
+            created_at=now - dt.timedelta(hours=rng.uniform(0, 24 * 12)),
+            undone_at=now if rng.random() < 0.15 else None,
+        )  # fmt: skip
+        for _ in range(400)
+    )
+    lines, pairs, units = _reference(now)
+
+    for batch in (reviewer_stats.MEDIAN_BATCH, 1):  # the medians' batches: one query, or one per reviewer
+        monkeypatch.setattr(reviewer_stats, "MEDIAN_BATCH", batch)
+        got = {line.username: line for line in reviewer_lines(now=now)}
+        assert set(got) == set(lines)
+        for name, want in lines.items():
+            line = got[name]
+            assert (line.today, line.week, line.timed) == (want["today"], want["week"], want["timed"]), name
+            assert line.median_seconds == pytest.approx(want["median"]), name
+            pace = pytest.approx(3600 * want["timed"] / want["seconds"]) if want["seconds"] else None
+            assert line.items_per_hour == pace, name
+            assert (line.model_agreement.successes, line.model_agreement.n) == want["agreement"], name
+            assert (line.gold.successes, line.gold.n) == want["gold"], name
+            assert (line.overturned.successes, line.overturned.n) == want["overturned"], name
+        assert [line.week for line in got.values()] == sorted((line.week for line in got.values()), reverse=True)
+
+    agreement = overlap_agreement()
+    assert {(p.first, p.second): (p.images, p.agreed) for p in agreement.pairs} == {
+        key: (len(cells), sum(a == b for a, b in cells)) for key, cells in pairs.items()
+    }
+    for pair in agreement.pairs:
+        cells = pairs[(pair.first, pair.second)]
+        want = cohen_kappa([a for a, _ in cells], [b for _, b in cells])
+        assert pair.kappa == pytest.approx(want, nan_ok=True)
+    assert (agreement.images, agreement.decisions) == (len(units), sum(map(len, units.values())))
+    assert agreement.alpha == pytest.approx(krippendorff_alpha_nominal(units), nan_ok=True)
+    label_names = {label.pk: label.name for label in names}
+    assert agreement.alpha_per_class == pytest.approx(
+        {label_names[k]: v for k, v in krippendorff_alpha_per_class(units).items()}, nan_ok=True
+    )
+    live = [r for r in Review.objects.all() if r.undone_at is None and r.source == Review.Source.SCREEN]
+    assert team_pace(now=now).week_decisions == sum(
+        r.created_at >= now - dt.timedelta(days=7) and r.queue_order != "gold" for r in live
+    )
+    assert sum(count for _, count in decisions_per_day(now=now, days=14)) == sum(
+        timezone.localdate(r.created_at) > timezone.localdate(now) - dt.timedelta(days=14) for r in live
+    )
