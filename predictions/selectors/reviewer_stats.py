@@ -10,7 +10,7 @@ Each query reads ranges of Review's partial indexes on live screen decisions
 (predictions/models/reviews.py), per reviewer or per queue order, so what a query
 reads grows with what it counts: only the lifetime agreement with the model reads
 every live decision, and that from the narrowest index; the week's numbers read
-the last 7 days, gold and adjudication counts the gold and overlap decisions. Two
+the last 7 days, gold and adjudication counts the gold and overlap decisions. One
 query is written in SQL (the medians), saying why.
 
 What is counted: live (not undone) decisions made on the review screen (source
