@@ -130,7 +130,7 @@ def run(size: Size, *, device, photo_sets: list[list[Path]], warmup: list[Path],
         trials = pipeline.in_process_trials(
             checkpoint, paths, batch_sizes=size.batch_sizes, precisions=size.limit_precisions
         )
-        best = max((t for t in trials if t.method in pipeline.LIMIT_METHODS), key=lambda t: t.images_per_s)
+        best = pipeline.in_process_limit(trials)
         log(f"in-process limit: {best}")
         limit = f"in-process limit ({best.method}, {best.precision}, batch {best.batch_size})"
 

@@ -49,8 +49,12 @@ def run(options) -> Report:
         checkpoint = random_checkpoint(root / "resnet18-random.pth")
         tutorial = tutorial_images_per_s(photos, checkpoint=checkpoint, temp_dir=root / "tutorial-tmp")
         log(f"tutorial view: {tutorial:.2f} img/s")
-        ceiling = model_ceiling_images_per_s(photos, checkpoint=checkpoint)
-        log(f"in-process limit (auto precision, batch 32): {ceiling:.2f} img/s")
+        # Benchmark 1's in-process limit, at the product's default precision and batch size.
+        limit = pipeline.in_process_limit(
+            pipeline.in_process_trials(checkpoint, photos, batch_sizes=(32,), precisions=("auto",))
+        )
+        ceiling = limit.images_per_s
+        log(f"in-process limit: {limit}")
         api = api_images_per_s(root, photos, checkpoint=checkpoint, per_request=options.api_batch)
         log(f"JSON API: {api:.2f} img/s")
         background = pipeline.product_run(
@@ -92,21 +96,6 @@ def tutorial_images_per_s(photos: list[Path], *, checkpoint: Path, temp_dir: Pat
         for upload in uploads:
             one_request(upload)
     return len(uploads) / watch.seconds
-
-
-def model_ceiling_images_per_s(photos: list[Path], *, checkpoint: Path) -> float:
-    """Predictor.predict_sources over the photos at the product's default precision, batch 32: the best of 3."""
-    from ml.predictor import Predictor
-
-    predictor = Predictor.from_checkpoint(checkpoint, device="auto", precision="auto", batch_size=32)
-    sources = [(path.name, path) for path in photos]
-    list(predictor.predict_sources(sources[:32]))  # warm-up: oneDNN picks its kernels
-    rates = []
-    for _ in range(3):
-        with stopwatch() as watch:
-            list(predictor.predict_sources(sources))
-        rates.append(len(sources) / watch.seconds)
-    return max(rates)
 
 
 def api_images_per_s(root: Path, photos: list[Path], *, checkpoint: Path, per_request: int) -> float:
