@@ -139,9 +139,15 @@ def test_predict_sources_hands_each_decoded_image_to_the_hook(random_predictor, 
     # A file that does not decode is not handed over; the others by stream position.
     assert seen == {0: ("a.png", "RGB", images[0].size), 2: ("b.jpg", "RGB", (100, 75))}
     without = list(random_predictor.predict_sources(sources))
-    assert [r.probabilities if isinstance(r, Prediction) else str(r) for _, r in with_hook] == [
-        r.probabilities if isinstance(r, Prediction) else str(r) for _, r in without
+    # Same outcomes; probabilities equal up to float rounding, since which images share a
+    # batch depends on how far the decode threads got (a different batch shape may pick
+    # a different kernel: a 1.5e-8 difference failed an exact comparison once).
+    assert [str(r) if not isinstance(r, Prediction) else r.index for _, r in with_hook] == [
+        str(r) if not isinstance(r, Prediction) else r.index for _, r in without
     ]
+    for (_, hooked), (_, plain) in zip(with_hook, without, strict=True):
+        if isinstance(plain, Prediction):
+            assert torch.allclose(torch.tensor(hooked.probabilities), torch.tensor(plain.probabilities), atol=1e-5)
 
 
 def test_min_decode_size_keeps_jpegs_decoded_at_least_that_big(random_predictor, images):
