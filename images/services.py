@@ -35,7 +35,7 @@ from .hooks import post_upload_run
 from .models import Image, UploadBatch
 from .storage import file_forget, file_store, files_delete, image_file_name
 from .thumbnails import thumbnails_queue
-from .uploads import IncomingFile, iter_incoming_files
+from .uploads import InspectedFile, iter_incoming_files, iter_inspected
 
 logger = logging.getLogger(__name__)
 
@@ -213,8 +213,9 @@ def batch_add_files(
     near_duplicates = _NearDuplicates()
     flushed = 0
     try:
-        for incoming in iter_incoming_files(files):
-            entry = _upload_one(incoming, batch=batch, user=user, near_duplicates=near_duplicates, stored_now=stored_now)
+        inspected = iter_inspected(iter_incoming_files(files), max_pixels=settings.IMAGE_MAX_PIXELS)
+        for checked in inspected:
+            entry = _upload_one(checked, batch=batch, user=user, near_duplicates=near_duplicates, stored_now=stored_now)
             if earlier.has(entry):
                 entry = _resent(entry)
             else:
@@ -305,8 +306,10 @@ class _NearDuplicates:
 
 
 def _upload_one(
-    incoming: IncomingFile, *, batch: UploadBatch, user, near_duplicates: _NearDuplicates, stored_now: set[int]
+    checked: InspectedFile, *, batch: UploadBatch, user, near_duplicates: _NearDuplicates, stored_now: set[int]
 ) -> dict:
+    incoming = checked.incoming
+
     def entry(status: str, reason: str = "", image_id: int | None = None, **extra) -> dict:
         reason = "; ".join(part for part in (incoming.note, reason) if part)
         return {"file": incoming.label, "status": status, "reason": reason, "image_id": image_id, **extra}
@@ -314,7 +317,8 @@ def _upload_one(
     if incoming.rejected:
         return entry(FileStatus.REJECTED, incoming.reason)
     try:
-        stored = image_create(data=incoming.data, name=incoming.name, user=user, batch=batch)
+        stored = image_create(data=incoming.data, name=incoming.name, user=user, batch=batch,
+                              info=checked.info, sha256=checked.sha256)  # fmt: skip
     except ImageDecodeError as exc:
         return entry(FileStatus.REJECTED, exc.reason)
     except Exception as exc:  # storage or database trouble must not lose the other files

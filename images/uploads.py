@@ -2,7 +2,8 @@
 
 Nothing here touches the database or the storage: it only reads, with every size
 limit enforced before the bytes are read, and says why a file cannot be used.
-Zip archives are never extracted to disk: members are read one by one, with the
+Each file is then hashed and decoded (``iter_inspected``) by threads working a
+few files ahead of the caller, which stores them. Zip archives are never extracted to disk: members are read one by one, with the
 central directory's numbers checked before anything is inflated (a zip bomb is
 refused without being expanded) and every read bounded (the numbers can lie).
 
@@ -15,17 +16,22 @@ characters, ``/`` between folders, and a path that tries to leave its folder
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import IO
 
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
+
+from ml.decode import ImageInfo, inspect_image
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 NESTED_ARCHIVE_SUFFIXES = (
@@ -37,6 +43,8 @@ RATIO_CHECK_MIN_BYTES = 1024 * 1024
 # Image.original_name's length.
 NAME_MAX_LENGTH = 255
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+# Threads that hash and decode an upload's files ahead of the one that stores them.
+INSPECT_WORKERS = 4
 
 
 def human_size(num_bytes: int) -> str:
@@ -93,6 +101,65 @@ def iter_incoming_files(
         else:
             incoming = read_file(client_name or name, name, fp, max_bytes=limits.image_max_bytes)
             yield replace(incoming, note=_unsafe_note(client_name, name)) if escapes else incoming
+
+
+@dataclass(frozen=True)
+class InspectedFile:
+    """An incoming file with its content hash and what its decode found, both
+    None when it was refused before (``incoming.rejected``); ``info`` None also
+    when it did not decode: the caller decodes it again for the reason, after
+    looking for the same content among the stored images."""
+
+    incoming: IncomingFile
+    sha256: str | None = None
+    info: ImageInfo | None = None
+
+
+def iter_inspected(
+    incoming: Iterable[IncomingFile], *, max_pixels: int, workers: int | None = None
+) -> Iterator[InspectedFile]:
+    """``incoming`` in order, each file hashed and validated (``inspect_image`` with its
+    perceptual hash) in a thread pool up to two files a thread ahead.
+
+    hashlib and Pillow let go of the GIL, so an upload's decoding spreads over the
+    cores while the caller stores; one thread did it all before, and on a 16-core
+    GPU machine the upload, not the model, set the pipeline's pace. When
+    ``incoming`` fails, the files read before it are still yielded, then the error raised.
+    """
+    workers = workers or min(INSPECT_WORKERS, os.cpu_count() or 1)
+    pending: deque[Future[InspectedFile]] = deque()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="upload-inspect")
+    try:
+        failure: Exception | None = None
+        files = iter(incoming)
+        while True:
+            try:
+                item = next(files)
+            except StopIteration:
+                break
+            except Exception as exc:  # the caller's files: those read before are still stored
+                failure = exc
+                break
+            pending.append(pool.submit(_inspected, item, max_pixels=max_pixels))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+        if failure is not None:
+            raise failure
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _inspected(incoming: IncomingFile, *, max_pixels: int) -> InspectedFile:
+    if incoming.rejected:
+        return InspectedFile(incoming)
+    sha256 = hashlib.sha256(incoming.data).hexdigest()
+    try:
+        info = inspect_image(incoming.data, name=incoming.name, max_pixels=max_pixels, with_hash=True)
+    except Exception:  # ImageDecodeError, or worse: the caller's own decode reports it
+        info = None
+    return InspectedFile(incoming, sha256=sha256, info=info)
 
 
 def read_file(label: str, name: str, fp: IO[bytes], *, max_bytes: int) -> IncomingFile:

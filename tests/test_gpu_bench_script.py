@@ -210,3 +210,29 @@ def test_top1_agreement_of_a_precision_with_itself_is_complete(tmp_path, tiny_ch
         labelled.append((path, "circle"))
     shares = top1_agreement(checkpoint, labelled, device="cpu", precisions=("fp32", "float32"))
     assert shares == {"float32": 1.0}
+
+
+def test_precision_rows_hold_half_precision_to_ieee_fp32_where_it_was_timed():
+    from bench.gpu import SIZES, STRICT_FP32, precision_rows
+
+    size = SIZES["full"]
+    rates = {
+        "fp32": {b: 2000.0 for b in size.batch_sizes},  # TF32 convolutions
+        STRICT_FP32: {b: 1000.0 for b in size.batch_sizes},
+        "fp16": {b: 4000.0 for b in size.batch_sizes},
+        "bf16": {b: 3000.0 for b in size.batch_sizes},
+    }
+    rows = precision_rows({"device": rates}, size)
+
+    targeted = [row for row in rows if row.target != "-"]
+    assert len(targeted) == 2 * len(size.batch_sizes)
+    assert {row.ratio for row in targeted if row.comparison.startswith("fp16")} == {4.0}
+    assert {row.ratio for row in targeted if row.comparison.startswith("bf16")} == {3.0}
+    assert all(STRICT_FP32 in row.comparison for row in targeted)
+    tf32 = [row for row in rows if row.target == "-"]
+    assert [(row.comparison.split(" /")[0], row.ratio) for row in tf32] == [("fp16", 2.0), ("bf16", 1.5)]
+
+    del rates[STRICT_FP32]  # the CPU: no TF32, fp32 is the reference
+    rows = precision_rows({"device": rates}, size)
+    assert all(row.target != "-" for row in rows)
+    assert {row.ratio for row in rows if row.comparison.startswith("fp16")} == {2.0}

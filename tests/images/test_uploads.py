@@ -1,0 +1,66 @@
+"""images.uploads.iter_inspected: each file hashed and decoded by threads ahead of the caller."""
+
+import hashlib
+import threading
+
+import pytest
+
+from images import uploads
+from images.uploads import IncomingFile, iter_inspected
+
+MAX_PIXELS = 50_000_000
+
+
+def _incoming(make_image, count: int) -> list[IncomingFile]:
+    return [IncomingFile(f"f{n}.jpg", f"f{n}.jpg", data=make_image(seed=n)) for n in range(count)]
+
+
+def test_files_come_back_in_order_with_their_hash_and_what_the_decode_found(make_image):
+    files = _incoming(make_image, 9)
+    files.insert(3, IncomingFile("big.jpg", "big.jpg", reason="over the size limit"))
+    files.insert(6, IncomingFile("cut.jpg", "cut.jpg", data=make_image(seed=99)[:60]))
+
+    checked = list(iter_inspected(files, max_pixels=MAX_PIXELS, workers=3))
+
+    assert [c.incoming for c in checked] == files
+    for c in checked:
+        if c.incoming.rejected:
+            assert (c.sha256, c.info) == (None, None)
+            continue
+        assert c.sha256 == hashlib.sha256(c.incoming.data).hexdigest()
+        if c.incoming.name == "cut.jpg":
+            assert c.info is None  # the caller decodes it again for the reason
+        else:
+            assert (c.info.format, c.info.width, c.info.height) == ("JPEG", 64, 48)
+            assert c.info.phash is not None
+
+
+def test_files_are_decoded_on_several_threads_at_once(make_image, monkeypatch):
+    workers = 3
+    both_decoding = threading.Barrier(workers, timeout=10)
+    real_inspect = uploads.inspect_image
+
+    def inspect_together(data, **kwargs):
+        both_decoding.wait()  # breaks (BrokenBarrierError) unless `workers` decodes overlap
+        return real_inspect(data, **kwargs)
+
+    monkeypatch.setattr(uploads, "inspect_image", inspect_together)
+
+    checked = list(iter_inspected(_incoming(make_image, 2 * workers), max_pixels=MAX_PIXELS, workers=workers))
+
+    assert all(c.info is not None for c in checked)
+
+
+def test_files_read_before_the_callers_iterator_fails_still_come_back(make_image):
+    files = _incoming(make_image, 5)
+
+    def failing():
+        yield from files
+        raise OSError("connection dropped")
+
+    seen = []
+    with pytest.raises(OSError, match="connection dropped"):
+        for checked in iter_inspected(failing(), max_pixels=MAX_PIXELS, workers=4):
+            seen.append(checked.incoming)
+
+    assert seen == files
