@@ -339,14 +339,14 @@ def decode_section(checkpoint: Path, paths: list[Path], *, device, decode_on: st
     import torch
 
     from ml.decode import open_image
-    from ml.predictor import _MAX_DECODE_WORKERS, Predictor
+    from ml.predictor import Predictor
     from ml.preprocess import eval_transform
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device, precision=best.precision,
                                           batch_size=best.batch_size)  # fmt: skip
     preprocessing = predictor.preprocessing
     transform = eval_transform(preprocessing)
-    threads = min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)  # as Predictor.predict_sources decodes
+    threads = predictor.decode_workers  # as Predictor.predict_sources decodes
 
     def pillow(path: Path):
         return transform(open_image(path, name=path.name, draft_size=2 * preprocessing.input_size))

@@ -126,7 +126,7 @@ def iter_inspected(
 
     hashlib and Pillow let go of the GIL, so an upload's decoding spreads over the
     cores while the caller stores (512 photos on a 16-core GPU machine: 6.0 s on one
-    thread, 2.0 s so). Ahead means at most ``2 * workers`` files and INSPECT_AHEAD_BYTES.
+    thread, 2.0 s on four; eight were no faster). Ahead means at most ``2 * workers`` files and INSPECT_AHEAD_BYTES.
     When ``incoming`` fails, the files read before it are still yielded, then the error raised.
     """
     workers = workers or min(INSPECT_WORKERS, os.cpu_count() or 1)

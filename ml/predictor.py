@@ -27,7 +27,9 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 _PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 # CPU flags of native bf16 arithmetic; without them bf16 is emulated and slower than fp32.
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-_MAX_DECODE_WORKERS = 4
+# Threads that decode ahead of the model: on the CPU the model's own threads need the
+# cores too; on a GPU the CPU only decodes (an H200 machine: 4 threads 261 img/s, 16 threads 357).
+_MAX_DECODE_WORKERS = {"cpu": 4, "cuda": 16}
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,12 @@ class Predictor:
             f"batch_size={self.batch_size})"
         )
 
+    @property
+    def decode_workers(self) -> int:
+        """How many threads ``predict_sources`` decodes with unless told."""
+        cap = _MAX_DECODE_WORKERS.get(self.device.type, _MAX_DECODE_WORKERS["cpu"])
+        return max(1, min(cap, usable_cores()))
+
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         """Predictions for RGB images, in input order."""
         predictions: list[Prediction] = []
@@ -176,7 +184,7 @@ class Predictor:
         ``min_decode_size`` keeps JPEGs decoded at least that big on both sides
         (by default they shrink to twice the model's input size).
         """
-        workers = decode_workers or min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
+        workers = decode_workers or self.decode_workers
         numbered = enumerate(sources)
         decode = partial(
             self._decode_and_transform,
@@ -303,6 +311,13 @@ def _inference_model(model: nn.Module, num_classes: int, *, embeddings: bool) ->
     if embeddings and with_features is None:
         logger.info("No feature layer found in %s: predictions carry no embedding", type(model).__name__)
     return folded, with_features is not None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's share), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
