@@ -386,3 +386,15 @@ def test_a_model_torch_fx_cannot_trace_predicts_without_embeddings(tiny_metadata
 
     assert not predictor.has_embeddings
     assert [p.embedding for p in predictor.predict(images[:2])] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("device", "cores", "expected"), [("cpu", 64, 4), ("cpu", 2, 2), ("cuda", 64, 16), ("cuda", 6, 6)]
+)
+def test_decode_threads_leave_the_cores_to_a_cpu_model_and_take_them_beside_a_gpu(
+    random_predictor, monkeypatch, device, cores, expected
+):
+    monkeypatch.setattr(predictor_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(random_predictor, "device", torch.device(device))  # the count only: nothing runs on it
+
+    assert random_predictor.decode_workers == expected
