@@ -198,7 +198,10 @@ def batch_add_files(
     After the first UPLOAD_FIRST_FLUSH files, then at doubling intervals up to
     every UPLOAD_FLUSH_EVERY files, the batch's counts and report are saved and,
     on commit, thumbnails and predictions are queued for the new images.
-    ``on_file`` is called with each report entry (a progress bar).
+    ``on_file`` is called with each report entry, plus ``sent_index``: the
+    position in ``files`` of the file it came from (a zip's members share their
+    archive's). Files are read ahead of the one being stored, so a caller that
+    wants an entry's file cannot tell from the order in which ``files`` is read.
 
     A batch may be filled by several calls (the upload page sends a large
     selection as several requests). A file sent again into the batch that has
@@ -223,7 +226,7 @@ def batch_add_files(
                 if entry["status"] == FileStatus.ACCEPTED:
                     stored_now.add(entry["image_id"])
             if on_file is not None:
-                on_file(entry)
+                on_file({**entry, "sent_index": checked.incoming.sent_index})
             if len(entries) >= _flush_size(flushed=flushed):
                 _batch_flush(batch, entries, user)
                 flushed += len(entries)

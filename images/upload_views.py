@@ -120,20 +120,12 @@ def _upload_part(request, *, model_admin):
         return JsonResponse({"error": " ".join(errors)}, status=400)
     batch = _part_batch(request, form.cleaned_data)
     entries: list[dict] = []
-    current = {"index": -1}
 
-    def numbered(files):
-        # The upload reads a file's entries (a zip's members) before it asks for the next file.
-        for index, item in enumerate(files):
-            current["index"] = index
-            yield item
+    def answer(entry: dict) -> None:
+        index = entry.pop("sent_index")  # the page matches entries to its files by position
+        entries.append({**entry, "index": index})
 
-    services.batch_add_files(
-        batch=batch,
-        files=numbered(form.named_files()),
-        user=request.user,
-        on_file=lambda entry: entries.append({**entry, "index": current["index"]}),
-    )
+    services.batch_add_files(batch=batch, files=form.named_files(), user=request.user, on_file=answer)
     return JsonResponse(
         {
             "batch": batch.pk,

@@ -86,6 +86,7 @@ class IncomingFile:
     data: bytes | None = None
     reason: str = ""
     note: str = ""
+    sent_index: int = 0  # position among the files sent (a zip's members share their archive's)
 
     @property
     def rejected(self) -> bool:
@@ -97,13 +98,15 @@ def iter_incoming_files(
 ) -> Iterator[IncomingFile]:
     """Each uploaded file read into memory; zip archives expanded member by member."""
     limits = limits or UploadLimits.from_settings()
-    for client_name, fp in files:
+    for sent_index, (client_name, fp) in enumerate(files):
         name, escapes = safe_path(client_name)
         if _looks_like_zip(name, fp):
-            yield from iter_zip_members(name, fp, limits=limits)
+            for member in iter_zip_members(name, fp, limits=limits):
+                yield replace(member, sent_index=sent_index)
         else:
             incoming = read_file(client_name or name, name, fp, max_bytes=limits.image_max_bytes)
-            yield replace(incoming, note=_unsafe_note(client_name, name)) if escapes else incoming
+            note = _unsafe_note(client_name, name) if escapes else ""
+            yield replace(incoming, note=note, sent_index=sent_index)
 
 
 @dataclass(frozen=True)

@@ -284,3 +284,20 @@ def test_a_part_over_the_limits_is_a_json_error(uploader, make_image):
     assert response.status_code == 400
     assert "Too many files in one upload: the limit is 2 files." in json.loads(response.content)["error"]
     assert not UploadBatch.objects.exists()
+
+
+def test_each_answered_entry_names_the_position_of_the_file_it_came_from(uploader, make_image):
+    """The page shows each entry beside its file by this index; files are read ahead of the one being
+    stored (images.uploads.iter_inspected), so the order of reading cannot tell it."""
+    archive = make_zip(photos(make_image, [10, 11, 12]))
+    sent = [*photos(make_image, [1, 2]), ("three.zip", archive), ("notes.txt", b"not a picture\n"), *photos(make_image, [3])]
+
+    answer = post_part(csrf_client(uploader), sent, name="Mixed", upload_key="k9").json()
+
+    assert [(entry["index"], entry["file"], entry["status"]) for entry in answer["entries"]] == [
+        (0, "photo-1.jpg", "accepted"), (1, "photo-2.jpg", "accepted"),
+        (2, "three.zip/photo-10.jpg", "accepted"), (2, "three.zip/photo-11.jpg", "accepted"),
+        (2, "three.zip/photo-12.jpg", "accepted"), (3, "notes.txt", "rejected"), (4, "photo-3.jpg", "accepted"),
+    ]  # fmt: skip
+    assert all("sent_index" not in entry for entry in answer["entries"])
+    assert all("sent_index" not in entry for entry in UploadBatch.objects.get().report)
