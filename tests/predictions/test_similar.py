@@ -263,3 +263,19 @@ def test_label_similar_is_for_reviewers_and_needs_a_labelled_non_gold_source(
     Image.objects.filter(pk=source.image_id).update(is_gold=True)
     assert client_for(reviewer).get(f"/admin/predictions/review/similar/{source.image_id}/label/").status_code == 403
     assert client_for(lead).get(f"/admin/predictions/review/similar/{source.image_id}/label/").status_code == 200
+
+
+@pytest.mark.parametrize("rows", [1, 511, 4096, 10_001])
+def test_the_product_split_between_threads_equals_the_whole_one(monkeypatch, rows):
+    from predictions.selectors import similar
+
+    monkeypatch.setattr(similar.os, "cpu_count", lambda: 4)  # split also on a smaller machine
+    rng = np.random.default_rng(rows)
+    codes = rng.integers(-127, 128, size=(rows + 7, 64), dtype=np.int8)  # capacity beyond size, as loaded
+    scales = rng.uniform(0.001, 0.01, size=rows + 7).astype(np.float32)
+    vectors = similar._Vectors(version_id=1, marker=(), last_pk=0, count=rows, image_ids=np.arange(rows + 7),
+                               codes=codes, scales=scales, size=rows)  # fmt: skip
+    query = rng.standard_normal(64).astype(np.float32)
+
+    expected = np.clip((codes[:rows].astype(np.float64) @ query) * scales[:rows], -1, 1)
+    np.testing.assert_allclose(similar._similarities(vectors, query), expected, rtol=1e-5, atol=1e-6)
