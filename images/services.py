@@ -215,7 +215,7 @@ def batch_add_files(
     stored_now: set[int] = set()
     near_duplicates = _NearDuplicates()
     flushed = 0
-    inspected = iter_inspected(iter_incoming_files(files), max_pixels=settings.IMAGE_MAX_PIXELS)
+    inspected = iter_inspected(iter_incoming_files(files), max_pixels=settings.IMAGE_MAX_PIXELS, stored=_is_stored)
     try:
         for checked in inspected:
             entry = _upload_one(checked, batch=batch, user=user, near_duplicates=near_duplicates, stored_now=stored_now)
@@ -236,6 +236,10 @@ def batch_add_files(
         # Also when the caller's file iterator fails: what was stored is recorded and queued.
         _batch_flush(batch, entries, user)
     return batch
+
+
+def _is_stored(sha256: str) -> bool:
+    return Image.objects.filter(sha256=sha256).exists()
 
 
 def _flush_size(*, flushed: int) -> int:

@@ -132,6 +132,19 @@ def test_same_upload_twice_is_reported_as_duplicates_with_links(upload, make_ima
         assert default_storage.listdir(folder)[1] == [image.file.name.rsplit("/", 1)[1]]
 
 
+def test_files_uploaded_again_are_not_decoded_again(upload, make_image, monkeypatch):
+    files = [("a.jpg", make_image(seed=1)), ("b.jpg", make_image(seed=2))]
+    upload(files)
+    decodes = mock.Mock(side_effect=AssertionError("decoded a stored file"))
+    monkeypatch.setattr("images.uploads.inspect_image", decodes)
+    monkeypatch.setattr("images.services.inspect_image", decodes)
+
+    again = upload([*files, ("renamed.jpg", files[0][1])])
+
+    assert [entry["status"] for entry in again.report] == ["duplicate"] * 3
+    decodes.assert_not_called()
+
+
 def test_repeated_file_within_one_upload_is_a_duplicate(upload, make_image):
     data = make_image(seed=3)
     batch = upload([("one.jpg", data), ("copy-of-one.jpg", data)])

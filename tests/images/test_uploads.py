@@ -81,3 +81,18 @@ def test_files_held_ahead_stay_under_the_byte_bound(make_image, monkeypatch):
         # the one handed over, and at most two files' bytes behind it (not 2 * workers files)
         assert len(read) - n <= 2, f"{len(read) - n} files read ahead of file {n}"
         assert checked.incoming is files[n - 1]
+
+
+def test_content_stored_already_is_hashed_but_not_decoded(make_image, monkeypatch):
+    files = _incoming(make_image, 6)
+    stored = {hashlib.sha256(files[n].data).hexdigest() for n in (1, 2, 4)}
+    decoded = []
+    real_inspect = uploads.inspect_image
+    monkeypatch.setattr(uploads, "inspect_image", lambda data, **kw: decoded.append(kw["name"]) or real_inspect(data, **kw))
+
+    checked = list(iter_inspected(files, max_pixels=MAX_PIXELS, workers=2, stored=stored.__contains__))
+
+    assert sorted(decoded) == ["f0.jpg", "f3.jpg", "f5.jpg"]
+    assert [c.incoming for c in checked] == files
+    assert [c.sha256 for c in checked] == [hashlib.sha256(f.data).hexdigest() for f in files]
+    assert [c.info is None for c in checked] == [False, True, True, False, True, False]
