@@ -17,7 +17,7 @@ from django.db.models import Count, QuerySet
 
 from predictions.models import Label, Review
 from predictions.selectors.quality import OVERLAP
-from predictions.selectors.reviewer_stats import screen_decisions
+from predictions.selectors.reviewer_stats import review_columns, screen_decisions
 from predictions.statistics.agreement import cohen_kappa, krippendorff_alpha_nominal, krippendorff_alpha_per_class
 
 
@@ -83,8 +83,7 @@ def _overlap_pair_counts() -> list[tuple[str, str, int, int, int]]:
     index; the names are looked up per result row, not per pair of decisions.
     """
     quote = connection.ops.quote_name
-    fields = ("image", "reviewer", "label", "queue_order", "source", "undone_at")
-    column = {name: quote(Review._meta.get_field(name).column) for name in fields}
+    column = review_columns("image", "reviewer", "label", "queue_order", "source", "undone_at")
     users = get_user_model()._meta
     username, user_id = quote(users.get_field("username").column), quote(users.pk.column)
 

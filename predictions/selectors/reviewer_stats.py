@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import Prediction, Review
+from predictions.models.reviews import SCREEN_LIVE
 from predictions.selectors.dashboard import start_of_today
 from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP
 from predictions.selectors.queue import QueueFilters, queue_open_image_q
@@ -102,8 +103,14 @@ def gold_accuracy(*, reviewer_ids: list[int] | None = None, confidence: float = 
 
 
 def screen_decisions():
-    """Live decisions made on the review screen."""
-    return Review.objects.filter(undone_at__isnull=True, source=Review.Source.SCREEN)
+    """Live decisions made on the review screen: the rows of Review's partial indexes for these pages."""
+    return Review.objects.filter(SCREEN_LIVE)
+
+
+def review_columns(*names: str) -> dict[str, str]:
+    """Review field name -> its quoted column, for the queries written in SQL."""
+    quote = connection.ops.quote_name
+    return {name: quote(Review._meta.get_field(name).column) for name in names}
 
 
 def _adjudicated_image_ids() -> QuerySet:
@@ -222,10 +229,7 @@ def _median_seconds(*, since: dt.datetime, sizes: dict[int, int]) -> dict[int, f
     moves the middle by half a rank at most.
     """
     quote = connection.ops.quote_name
-    column = {
-        name: quote(Review._meta.get_field(name).column)
-        for name in ("reviewer", "seconds_spent", "created_at", "source", "undone_at")
-    }
+    column = review_columns("reviewer", "seconds_spent", "created_at", "source", "undone_at")
     # Ties in time spent have the same value: the order among them does not change the median.
     middle = (
         f"SELECT * FROM (SELECT {column['reviewer']}, {column['seconds_spent']} FROM {quote(Review._meta.db_table)}"
