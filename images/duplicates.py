@@ -124,18 +124,15 @@ class HashIndex:
         self, phash: int, *, exclude: int | None = None, max_distance: int = NEAR_DUPLICATE_DISTANCE
     ) -> tuple[int, int] | None:
         """(image id, distance) of the closest hash within ``max_distance``; the lowest id among equals."""
-        ids = np.concatenate([self._ids, np.array(self._added_ids, dtype=np.int64)])
-        hashes = np.concatenate([self._hashes, np.array(self._added_hashes, dtype=np.int64).view(np.uint64)])
-        if not len(ids):
-            return None
-        distances = np.bitwise_count(hashes ^ np.int64(phash).view(np.uint64)).astype(np.int16)
-        if exclude is not None:
-            distances[ids == exclude] = 64 + 1
-        close = np.flatnonzero(distances <= max_distance)
-        if not len(close):
-            return None
-        best = close[np.lexsort((ids[close], distances[close]))[0]]
-        return int(ids[best]), int(distances[best])
+        added_ids = np.array(self._added_ids, dtype=np.int64)
+        added_hashes = np.array(self._added_hashes, dtype=np.int64).view(np.uint64)
+        # The loaded and the added hashes apart: joining them would copy the whole index for each image.
+        found = [
+            match
+            for ids, hashes in ((self._ids, self._hashes), (added_ids, added_hashes))
+            if (match := _closest(ids, hashes, phash, exclude=exclude, max_distance=max_distance)) is not None
+        ]
+        return min(found, key=lambda match: (match[1], match[0]), default=None)
 
     def add(self, image_id: int, phash: int) -> None:
         position = np.searchsorted(self._ids, image_id)
@@ -143,6 +140,21 @@ class HashIndex:
             return  # loaded already
         self._added_ids.append(image_id)
         self._added_hashes.append(phash)
+
+
+def _closest(
+    ids: np.ndarray, hashes: np.ndarray, phash: int, *, exclude: int | None, max_distance: int
+) -> tuple[int, int] | None:
+    if not len(ids):
+        return None
+    distances = np.bitwise_count(hashes ^ np.int64(phash).view(np.uint64)).astype(np.int16)
+    if exclude is not None:
+        distances[ids == exclude] = 64 + 1
+    close = np.flatnonzero(distances <= max_distance)
+    if not len(close):
+        return None
+    best = close[np.lexsort((ids[close], distances[close]))[0]]
+    return int(ids[best]), int(distances[best])
 
 
 # --- every stored image ------------------------------------------------------------------

@@ -74,15 +74,19 @@ def image_create(
     batch: UploadBatch | None = None,
     info: ImageInfo | None = None,
     sha256: str | None = None,
+    looked_up: bool = False,
 ) -> StoredImage:
     """Store one image (validated here unless ``info`` is given) and its row.
 
     Raises ImageDecodeError for a file that is not a usable image. Content that
     is already stored returns the existing image with ``created=False``, also
-    when another upload of the same file wins a race to the row.
+    when another upload of the same file wins a race to the row. ``looked_up``:
+    the caller has just looked ``sha256`` up among the stored images and not
+    found it, so it is not looked up again (content stored since then still
+    ends as ``created=False``, through the unique sha256).
     """
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
-    existing = Image.objects.filter(sha256=sha256).first()
+    existing = None if looked_up else Image.objects.filter(sha256=sha256).first()
     if existing is not None:
         return StoredImage(existing, created=False)
     if info is None:
@@ -326,7 +330,7 @@ def _upload_one(
         return entry(FileStatus.REJECTED, incoming.reason)
     try:
         stored = image_create(data=incoming.data, name=incoming.name, user=user, batch=batch,
-                              info=checked.info, sha256=checked.sha256)  # fmt: skip
+                              info=checked.info, sha256=checked.sha256, looked_up=checked.looked_up)  # fmt: skip
     except ImageDecodeError as exc:
         return entry(FileStatus.REJECTED, exc.reason)
     except Exception as exc:  # storage or database trouble must not lose the other files

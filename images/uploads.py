@@ -120,6 +120,7 @@ class InspectedFile:
     incoming: IncomingFile
     sha256: str | None = None
     info: ImageInfo | None = None
+    looked_up: bool = False  # ``stored`` was asked about the content and said no
 
 
 def iter_inspected(
@@ -180,15 +181,15 @@ def _inspection(
     if stored is not None and stored(sha256):
         done.set_result(InspectedFile(item, sha256=sha256))
         return done
-    return pool.submit(_inspected, item, sha256=sha256, max_pixels=max_pixels)
+    return pool.submit(_inspected, item, sha256=sha256, max_pixels=max_pixels, looked_up=stored is not None)
 
 
-def _inspected(incoming: IncomingFile, *, sha256: str, max_pixels: int) -> InspectedFile:
+def _inspected(incoming: IncomingFile, *, sha256: str, max_pixels: int, looked_up: bool) -> InspectedFile:
     try:
         info = inspect_image(incoming.data, name=incoming.name, max_pixels=max_pixels, with_hash=True)
     except Exception:  # ImageDecodeError, or worse: the caller's own decode reports it
         info = None
-    return InspectedFile(incoming, sha256=sha256, info=info)
+    return InspectedFile(incoming, sha256=sha256, info=info, looked_up=looked_up)
 
 
 def read_file(label: str, name: str, fp: IO[bytes], *, max_bytes: int) -> IncomingFile:

@@ -117,6 +117,12 @@ def test_the_upload_index_finds_the_closest_earlier_hash():
     index.add(2, 0)  # loaded already: not added twice
     assert index.nearest(-1, exclude=5) == (4, 0)
     assert len(index) == 4
+    # Loaded and added hashes compete: the closer wins, then the lower id.
+    index.add(5, 0b111)
+    assert index.nearest(0b110) == (5, 1)
+    index.add(6, 0b10)
+    assert index.nearest(0b11, exclude=2) == (3, 1), "a loaded id below an added one at the same distance"
+    assert index.nearest(0b1111111) == (1, 3), "a loaded hash closer than every added one"
 
 
 # --- upload ------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ from unittest import mock
 
 import pytest
 from django.core.files.storage import default_storage
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from images.models import Image, UploadBatch
 from images.services import image_create, upload_files
@@ -143,6 +145,18 @@ def test_files_uploaded_again_are_not_decoded_again(upload, make_image, monkeypa
 
     assert [entry["status"] for entry in again.report] == ["duplicate"] * 3
     decodes.assert_not_called()
+
+
+def test_a_new_files_content_is_looked_up_once(upload, make_image):
+    """The read-ahead asks whether each file's content is stored; storing it does not ask again."""
+    files = [(f"new-{seed}.jpg", make_image(seed=seed)) for seed in range(4)]
+
+    with CaptureQueriesContext(connection) as queries:
+        batch = upload(files)
+
+    assert batch.accepted_count == 4
+    lookups = [query["sql"] for query in queries if '"images_image"."sha256" =' in query["sql"]]
+    assert len(lookups) == len(files), lookups
 
 
 def test_repeated_file_within_one_upload_is_a_duplicate(upload, make_image):

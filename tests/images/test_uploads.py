@@ -96,3 +96,7 @@ def test_content_stored_already_is_hashed_but_not_decoded(make_image, monkeypatc
     assert [c.incoming for c in checked] == files
     assert [c.sha256 for c in checked] == [hashlib.sha256(f.data).hexdigest() for f in files]
     assert [c.info is None for c in checked] == [False, True, True, False, True, False]
+    # What the store is told it need not look up again: the files found absent.
+    assert [c.looked_up for c in checked] == [True, False, False, True, False, True]
+    unasked = list(iter_inspected(files[:2], max_pixels=MAX_PIXELS, workers=2))
+    assert [c.looked_up for c in unasked] == [False, False]
