@@ -12,13 +12,23 @@
     (torch import + model load in the worker) is reported on its own.
 
 Targets: (b) / (a) >= 0.9 from the upload's end, >= 0.8 from its start.
+
+(c) A bound on the end-to-end row, from the same run: the upload alone (another set
+    of photos, no cluster) costs U core-ms a photo, the limit L (CPU time of the
+    process, all threads, over its passes). Sharing the machine's cores with nothing
+    lost, upload and worker can at best finish cores / (U + L) photos a second; on a
+    CPU-bound machine the end-to-end row cannot exceed that over the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import resource
 import statistics
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +54,7 @@ WARMUP_PHOTOS = 32  # enough for the worker to meet the batch shapes of the stea
 TARGET = 0.9
 END_TO_END_TARGET = 0.8  # where a user waits: the upload's own work (validation decode, hash, storing) counts too
 PRODUCT_EXTRA_SEEDS = (2, 3)
+UPLOAD_ALONE_SEED = 4
 LIMIT_METHODS = ("predict_sources, median of 3", "plain loop")
 
 
@@ -59,6 +70,7 @@ class Trial:
     precision: str
     batch_size: int
     images_per_s: float
+    core_ms_per_image: float | None = None  # the process's CPU time (every thread) per image
 
 
 def run(options) -> Report:
@@ -70,13 +82,20 @@ def run(options) -> Report:
         best = in_process_limit(trials)
         log(f"in-process limit: {best}")
         active_model_version(checkpoint)
+        upload_core_ms = upload_alone_core_ms(realistic_photos(len(photos), seed=UPLOAD_ALONE_SEED))
+        log(f"(c) upload alone: {upload_core_ms:.1f} core-ms a photo")
         # Three runs of different photos (an image uploaded twice is a duplicate, not work).
         photo_sets = [photos, *(realistic_photos(len(photos), seed=seed) for seed in PRODUCT_EXTRA_SEEDS)]
         product = product_run(
             root, photo_sets, warmup_photos, precision=best.precision, batch_size=best.batch_size
         )
 
-    report = Report(metrics={"photos": len(photos), "trials": [vars(t) for t in trials], **product})
+    cores = len(os.sched_getaffinity(0))
+    bound = cores * 1000 / (upload_core_ms + best.core_ms_per_image)
+    report = Report(metrics={
+        "photos": len(photos), "trials": [vars(t) for t in trials], **product,
+        "upload_alone_core_ms_per_image": upload_core_ms, "cores": cores, "end_to_end_bound_images_per_s": bound,
+    })  # fmt: skip
     limit = f"in-process limit ({best.method}, {best.precision}, batch {best.batch_size})"
     report.rows.append(Row.versus(
         "1 pipeline", f"qcluster (from upload end) / {limit}",
@@ -86,6 +105,13 @@ def run(options) -> Report:
         "1 pipeline", "qcluster end to end (upload start -> last row) / in-process limit",
         ours=product["images_per_s_end_to_end"], reference=best.images_per_s, unit="img/s",
         target_ratio=END_TO_END_TARGET,
+    ))
+    # No target: what the row above could reach on this machine with nothing lost (module docstring, (c)).
+    report.rows.append(Row.versus(
+        "1 pipeline",
+        f"bound on end to end: {cores} cores / (upload alone {upload_core_ms:.1f} + limit "
+        f"{best.core_ms_per_image:.1f} core-ms a photo) / in-process limit",
+        ours=bound, reference=best.images_per_s, unit="img/s",
     ))
     report.notes += _notes(product, trials, best)
     return report
@@ -128,17 +154,18 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
     def sources(paths):
         return ((path.name, path) for path in paths)
 
-    def images_per_s(predictor) -> float:
-        with stopwatch() as watch:
+    def timed_pass(predictor) -> tuple[float, float]:
+        """(images per second, core-ms per image) of one pass over the photos."""
+        with _cpu_clock() as cpu, stopwatch() as watch:
             results = list(predictor.predict_sources(sources(photos)))
         _check_all_predicted(results)
-        return len(photos) / watch.seconds
+        return len(photos) / watch.seconds, 1000 * cpu.seconds / len(photos)
 
     trials = []
     for precision, batch_size in itertools.product(precisions, batch_sizes):
         predictor = Predictor.from_checkpoint(checkpoint, device="auto", precision=precision, batch_size=batch_size)
         list(predictor.predict_sources(sources(photos[:batch_size])))  # warm-up: oneDNN picks its kernels
-        trials.append(Trial("predict_sources", predictor.precision, batch_size, images_per_s(predictor)))
+        trials.append(Trial("predict_sources", predictor.precision, batch_size, *timed_pass(predictor)))
         log(f"(a) {trials[-1]}")
 
     best = max(trials, key=lambda trial: trial.images_per_s)
@@ -147,9 +174,12 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
     )
     # A single pass swings by 10-20% on a shared machine: the limit is the
     # median of the best setting's pass and two more.
-    passes = [best.images_per_s, images_per_s(predictor), images_per_s(predictor)]
-    trials.append(Trial("predict_sources, median of 3", best.precision, best.batch_size, statistics.median(passes)))
-    log(f"(a) {trials[-1]} from {', '.join(f'{rate:.1f}' for rate in passes)}")
+    passes = [(best.images_per_s, best.core_ms_per_image), timed_pass(predictor), timed_pass(predictor)]
+    trials.append(Trial(
+        "predict_sources, median of 3", best.precision, best.batch_size,
+        statistics.median(rate for rate, _ in passes), statistics.median(core_ms for _, core_ms in passes),
+    ))  # fmt: skip
+    log(f"(a) {trials[-1]} from {', '.join(f'{rate:.1f}' for rate, _ in passes)}")
     draft_size = 2 * predictor.preprocessing.input_size  # as predict_sources decodes
 
     def plain_loop(paths: list[Path]) -> None:
@@ -158,11 +188,33 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
             predictor.predict([open_image(path, name=path.name, draft_size=draft_size) for path in chunk])
 
     plain_loop(photos[: best.batch_size])  # warm-up
-    with stopwatch() as watch:
+    with _cpu_clock() as cpu, stopwatch() as watch:
         plain_loop(photos)
-    trials.append(Trial("plain loop", best.precision, best.batch_size, len(photos) / watch.seconds))
+    trials.append(Trial(
+        "plain loop", best.precision, best.batch_size, len(photos) / watch.seconds, 1000 * cpu.seconds / len(photos)
+    ))
     log(f"(a) {trials[-1]}")
     return trials
+
+
+class _CpuTime:
+    seconds = 0.0
+
+
+@contextlib.contextmanager
+def _cpu_clock() -> Iterator[_CpuTime]:
+    """The CPU time this process spends inside the block, every thread counted (``.seconds``)."""
+
+    def used() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    spent = _CpuTime()
+    started = used()
+    try:
+        yield spent
+    finally:
+        spent.seconds = used() - started
 
 
 def _check_all_predicted(results) -> None:
@@ -238,6 +290,26 @@ def _upload(paths: list[Path], user, *, name: str):
     if batch.accepted_count != len(paths):
         raise RuntimeError(f"upload accepted {batch.accepted_count} of {len(paths)} photos: {batch.report[:3]}")
     return batch
+
+
+def upload_alone_core_ms(paths: list[Path]) -> float:
+    """CPU time per photo of uploading ``paths`` with no cluster running, as (b) uploads them.
+
+    What the upload queued is taken back (its tasks, its images), so the cluster
+    started afterwards finds nothing of it.
+    """
+    from django_q.models import OrmQ
+
+    from images.models import Image
+    from images.services import images_delete
+
+    user = staff_user("upload-alone", "Uploaders")
+    _upload(paths[:4], user, name="upload alone, warm-up")  # imports, first queries
+    with _cpu_clock() as cpu:
+        _upload(paths[4:], user, name="upload alone")
+    OrmQ.objects.all().delete()
+    images_delete(images=Image.objects.filter(uploaded_by=user))
+    return 1000 * cpu.seconds / (len(paths) - 4)
 
 
 def _upload_and_wait(paths: list[Path], user, *, name: str) -> None:

@@ -198,7 +198,11 @@ def read_file(label: str, name: str, fp: IO[bytes], *, max_bytes: int) -> Incomi
     if size is not None and size > max_bytes:
         return IncomingFile(label, name, reason=_too_big(size, max_bytes))
     try:
-        data = fp.read(max_bytes + 1)
+        # The size it says, when it says one: a read of max_bytes allocates that much
+        # first (50 MB for every photo cost a quarter of a millisecond a file).
+        data = fp.read(max_bytes + 1 if size is None else size + 1)
+        if size is not None and len(data) > size:  # it lied, or grew: read on, still bounded
+            data += fp.read(max_bytes + 1 - len(data))
     except OSError as exc:
         return IncomingFile(label, name, reason=f"cannot read file ({exc})")
     if len(data) > max_bytes:

@@ -1,6 +1,7 @@
-"""images.uploads.iter_inspected: each file hashed and decoded by threads ahead of the caller."""
+"""images.uploads: a sent file read within its size, and iter_inspected (each file hashed and decoded by threads ahead of the caller)."""
 
 import hashlib
+import io
 import threading
 
 import pytest
@@ -100,3 +101,38 @@ def test_content_stored_already_is_hashed_but_not_decoded(make_image, monkeypatc
     assert [c.looked_up for c in checked] == [True, False, False, True, False, True]
     unasked = list(iter_inspected(files[:2], max_pixels=MAX_PIXELS, workers=2))
     assert [c.looked_up for c in unasked] == [False, False]
+
+
+# --- reading a sent file ----------------------------------------------------------
+
+
+class _Sized(io.BytesIO):
+    """An uploaded file as Django gives it: with the size its parser counted."""
+
+    def __init__(self, data: bytes, *, size: int) -> None:
+        super().__init__(data)
+        self.size = size
+
+
+def test_a_file_is_read_with_its_own_size_not_the_limit():
+    data = b"x" * 5000
+    stream = _Sized(data, size=len(data))
+    reads = []
+    real_read = stream.read
+    stream.read = lambda n=-1: reads.append(n) or real_read(n)
+
+    incoming = uploads.read_file("a.jpg", "a.jpg", stream, max_bytes=50 * 1024 * 1024)
+
+    assert incoming.data == data
+    assert reads == [len(data) + 1], "a read of the whole limit allocates the limit"
+
+
+@pytest.mark.parametrize(("stated", "limit", "whole"), [(100, 10_000, True), (100, 1000, False)])
+def test_a_file_longer_than_its_stated_size_is_read_on_up_to_the_limit(stated, limit, whole):
+    data = b"y" * 2000
+    incoming = uploads.read_file("b.jpg", "b.jpg", _Sized(data, size=stated), max_bytes=limit)
+
+    if whole:
+        assert incoming.data == data
+    else:
+        assert incoming.rejected and "larger than" in incoming.reason
