@@ -2,7 +2,7 @@
 
 (a) The limit: one process, no Django, decode + forward pass of N camera-sized JPEGs
     with ``Predictor.predict_sources`` over batch sizes x precisions; the best setting
-    is run twice more and the median of its three passes taken. A plain loop (decode a
+    is run three more times and the median of those passes taken. A plain loop (decode a
     batch, then predict it) runs at that setting too; the faster of the two is the limit.
 (b) The product: the same photos uploaded as one batch (``upload_files``, source
     COMMAND) to a temp project with a real ``qcluster`` (one worker, the best batch size
@@ -172,9 +172,10 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
     predictor = Predictor.from_checkpoint(
         checkpoint, device="auto", precision=best.precision, batch_size=best.batch_size
     )
-    # A single pass swings by 10-20% on a shared machine: the limit is the
-    # median of the best setting's pass and two more.
-    passes = [(best.images_per_s, best.core_ms_per_image), timed_pass(predictor), timed_pass(predictor)]
+    # A single pass swings by 10-20% on a shared machine: the limit is the median of
+    # three more passes at the best setting. Not counting the pass that chose it, which
+    # won among noisy passes and so is likelier than not to be high.
+    passes = [timed_pass(predictor) for _ in range(3)]
     trials.append(Trial(
         "predict_sources, median of 3", best.precision, best.batch_size,
         statistics.median(rate for rate, _ in passes), statistics.median(core_ms for _, core_ms in passes),
