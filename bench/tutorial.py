@@ -6,8 +6,9 @@ The same N camera-sized JPEGs go through:
 - ``POST /api/predict/`` on a real gunicorn server (one worker, product settings,
   token auth), the images sent in batches of ``--api-batch`` per request, the model
   loaded by one warm-up request first;
-- the background pipeline (upload + a one-worker qcluster, as in benchmark 1 (b)),
-  with the product's default precision and batch size.
+- the background pipeline (upload + a one-worker qcluster, as in benchmark 1 (b): the
+  median of three uploads of different photos), with the product's default precision
+  and batch size.
 
 Target: each at least 10x the tutorial's images per second.
 """
@@ -57,11 +58,13 @@ def run(options) -> Report:
         log(f"in-process limit: {limit}")
         api = api_images_per_s(root, photos, checkpoint=checkpoint, per_request=options.api_batch)
         log(f"JSON API: {api:.2f} img/s")
-        background = pipeline.product_run(
-            root, [photos], realistic_photos(pipeline.WARMUP_PHOTOS, seed=1),
-            precision="auto", batch_size=32,
-        )["images_per_s_from_upload_end"]  # fmt: skip
-        log(f"background pipeline: {background:.2f} img/s")
+        # The median of three uploads of different photos: a single one swung 50-73 img/s.
+        photo_sets = [photos, *(realistic_photos(len(photos), seed=seed) for seed in pipeline.PRODUCT_EXTRA_SEEDS)]
+        product = pipeline.product_run(
+            root, photo_sets, realistic_photos(pipeline.WARMUP_PHOTOS, seed=1), precision="auto", batch_size=32
+        )
+        background = product["images_per_s_from_upload_end"]
+        log(f"background pipeline: {background:.2f} img/s (runs: {', '.join(f'{r:.1f}' for r in product['runs'])})")
 
     report = Report(metrics={"photos": len(photos), "tutorial": tutorial, "ceiling": ceiling, "api": api,
                              "background": background})
