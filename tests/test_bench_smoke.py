@@ -70,3 +70,33 @@ def test_both_exports_write_every_row(generated_rows):
     ours, plain = _ours(jobs), _plain()
     ours(), plain()  # the warm-ups
     assert ours() > 0 and plain() > 0
+
+
+def test_the_upload_alone_leaves_nothing_for_the_cluster(transactional_db, uploader, tmp_path, make_image, monkeypatch):
+    """Benchmark 1 (c) uploads photos with no cluster running, before (b) starts one: the
+    images and the tasks they queued must be gone, or the cluster would predict them in (b).
+    Committed for real (the upload queues its work on commit), as the benchmark's are;
+    ``uploader`` only makes sure the role groups are there after another test's flush."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    from bench.common import active_model_version, random_checkpoint
+    from bench.pipeline import upload_alone_core_ms
+    from images.models import Image
+    from predictions.models import PredictionJob
+
+    monkeypatch.setattr(Conf, "SYNC", False)  # queued in the ORM broker, as the benchmark's are
+    active_model_version(random_checkpoint(tmp_path / "random.pth"))
+    paths = []
+    for seed in range(7):
+        path = tmp_path / f"photo-{seed}.jpg"
+        path.write_bytes(make_image(seed=seed))
+        paths.append(path)
+
+    core_ms = upload_alone_core_ms(paths)
+
+    # The uploads did queue their predictions (their jobs stay, with nothing left to predict).
+    assert PredictionJob.objects.count() == 2
+    assert core_ms > 0
+    assert not Image.objects.exists()
+    assert not OrmQ.objects.exists()
