@@ -27,6 +27,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ml.cores import usable_cores
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 CACHE_DIR = RESULTS_DIR / "cache"
@@ -110,7 +112,7 @@ def machine_info() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "cpu": cpu_model,
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": usable_cores(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "torch": torch.__version__,

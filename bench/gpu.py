@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bench import common
 from bench.common import RESULTS_DIR, Report, Row, log, markdown_table
+from ml.cores import usable_cores
 
 PIPELINE_TARGET = 0.8
 PRECISION_TARGET = 3.0
@@ -234,7 +235,7 @@ def photos(count: int, size: tuple[int, int], *, seed: int) -> list[Path]:
     """bench.common.realistic_photos, the missing ones generated in parallel (a quarter second each)."""
     folder = common.CACHE_DIR / f"photos-{size[0]}x{size[1]}-seed{seed}"
     missing = [index for index in range(count) if not (folder / f"photo_{index:05d}.jpg").exists()]
-    workers = min(len(os.sched_getaffinity(0)), 16)
+    workers = min(usable_cores(), 16)
     if len(missing) >= 16 and workers > 1:
         log(f"generating {len(missing)} photos of {size[0]}x{size[1]} in {workers} processes")
         folder.mkdir(parents=True, exist_ok=True)

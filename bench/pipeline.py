@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import resource
 import statistics
 import sys
@@ -46,6 +45,7 @@ from bench.common import (
     stopwatch,
     wait_for,
 )
+from ml.cores import usable_cores
 
 SIZES = {"small": {"photos": 20}, "medium": {"photos": 200}, "large": {"photos": 1000}}
 BATCH_SIZES = (16, 32, 64)
@@ -90,7 +90,7 @@ def run(options) -> Report:
             root, photo_sets, warmup_photos, precision=best.precision, batch_size=best.batch_size
         )
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     bound = cores * 1000 / (upload_core_ms + best.core_ms_per_image)
     report = Report(metrics={
         "photos": len(photos), "trials": [vars(t) for t in trials], **product,

@@ -32,6 +32,7 @@ from typing import IO
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
+from ml.cores import usable_cores
 from ml.decode import ImageInfo, inspect_image
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
@@ -140,7 +141,7 @@ def iter_inspected(
     already is not decoded (``info`` None): a folder imported again costs no decoding.
     When ``incoming`` fails, the files read before it are still yielded, then the error raised.
     """
-    workers = workers or min(INSPECT_WORKERS, os.cpu_count() or 1)
+    workers = workers or min(INSPECT_WORKERS, usable_cores())
     pending: deque[Future[InspectedFile]] = deque()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="upload-inspect")
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ml.checkpoints import CheckpointMetadata, CheckpointSource, load_checkpoint
+from ml.cores import usable_cores
 from ml.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
 from ml.features import EMBEDDING_DTYPE, FLOAT16_MAX, returning_features
 from ml.preprocess import eval_transform
@@ -311,13 +311,6 @@ def _inference_model(model: nn.Module, num_classes: int, *, embeddings: bool) ->
     if embeddings and with_features is None:
         logger.info("No feature layer found in %s: predictions carry no embedding", type(model).__name__)
     return folded, with_features is not None
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. a container's share), else all."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

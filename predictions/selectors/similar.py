@@ -29,7 +29,6 @@ at worst, and a deleted image is never shown (the rows shown are read afresh).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ import numpy as np
 from django.db.models import Count, Max, Sum
 
 from images.models import Image
+from ml.cores import usable_cores
 from ml.features import embedding_from_bytes, embedding_matrix
 from predictions.models import ModelVersion, Prediction, PredictionJob
 from predictions.selectors.versions import model_version_active
@@ -162,7 +162,7 @@ def _ranked(*, image_id: int, model_version: ModelVersion | None, limit: int | N
 
 def _similarities(vectors: _Vectors, query: np.ndarray) -> np.ndarray:
     out = np.empty(vectors.size, dtype=np.float32)
-    threads = min(_PRODUCT_THREADS, os.cpu_count() or 1, max(1, vectors.size // _PRODUCT_SPLIT_ROWS))
+    threads = min(_PRODUCT_THREADS, usable_cores(), max(1, vectors.size // _PRODUCT_SPLIT_ROWS))
     if threads == 1:
         _products_into(out, vectors.codes, query, 0, vectors.size)
     else:
@@ -181,7 +181,6 @@ def _products_into(out: np.ndarray, codes: np.ndarray, query: np.ndarray, start:
         rows = block[: last - first]
         np.copyto(rows, codes[first:last], casting="unsafe")
         np.dot(rows, query, out=out[first:last])
-
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:

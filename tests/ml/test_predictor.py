@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ml.cores
 from ml import predictor as predictor_module
 from ml.checkpoints import save_checkpoint
 from ml.decode import ImageDecodeError
@@ -394,7 +395,7 @@ def test_a_model_torch_fx_cannot_trace_predicts_without_embeddings(tiny_metadata
 def test_decode_threads_leave_the_cores_to_a_cpu_model_and_take_them_beside_a_gpu(
     random_predictor, monkeypatch, device, cores, expected
 ):
-    monkeypatch.setattr(predictor_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(ml.cores.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr(random_predictor, "device", torch.device(device))  # the count only: nothing runs on it
 
     assert random_predictor.decode_workers == expected

@@ -269,7 +269,7 @@ def test_label_similar_is_for_reviewers_and_needs_a_labelled_non_gold_source(
 def test_the_product_split_between_threads_equals_the_whole_one(monkeypatch, rows):
     from predictions.selectors import similar
 
-    monkeypatch.setattr(similar.os, "cpu_count", lambda: 4)  # split also on a smaller machine
+    monkeypatch.setattr(similar, "usable_cores", lambda: 4)  # split also on a smaller machine
     rng = np.random.default_rng(rows)
     codes = rng.integers(-127, 128, size=(rows + 7, 64), dtype=np.int8)  # capacity beyond size, as loaded
     scales = rng.uniform(0.001, 0.01, size=rows + 7).astype(np.float32)
