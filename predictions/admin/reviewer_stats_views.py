@@ -63,16 +63,19 @@ class ReviewerStatsView(View):
             raise PermissionDenied
         reviewer_ids = None if is_lead else [request.user.pk]
         days = stats.decisions_per_day(reviewer_ids=reviewer_ids)
+        lines = stats.reviewer_lines(reviewer_ids=reviewer_ids)
+        # Everyone with an overlap decision has a line of the Lead's: their names come from it.
+        usernames = {line.reviewer_id: line.username for line in lines}
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model_admin.opts,
             "title": "Reviewer statistics",
             "is_lead": is_lead,
-            "lines": stats.reviewer_lines(reviewer_ids=reviewer_ids),
+            "lines": lines,
             "pace": stats.team_pace(),
             "chart": decisions_per_day_svg(days=days),
             "chart_days": len(days),
-            "agreement": overlap_agreement() if is_lead else None,
+            "agreement": overlap_agreement(usernames=usernames) if is_lead else None,
             "adjudication_waiting": stats.adjudication_waiting_count() if is_lead else None,
             "overlap_share": settings.REVIEW_OVERLAP_SHARE,
             "blind": settings.REVIEW_BLIND,

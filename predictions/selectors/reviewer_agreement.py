@@ -8,17 +8,28 @@ statistics); the statistics themselves are in predictions/statistics/agreement.p
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import combinations, groupby
+from operator import itemgetter
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Case, Count, F, Max, Min, Value, When
 
-from predictions.models import Label, Review
+from predictions.models import Label
 from predictions.selectors.quality import OVERLAP
-from predictions.selectors.reviewer_stats import review_columns, screen_decisions
-from predictions.statistics.agreement import cohen_kappa, krippendorff_alpha_nominal, krippendorff_alpha_per_class
+from predictions.selectors.reviewer_stats import screen_decisions
+from predictions.statistics.agreement import (
+    alpha_from_coincidences,
+    alpha_per_class_from_coincidences,
+    coincidences,
+    cohen_kappa_from_table,
+)
+
+# One decision as one number, label × PACK + reviewer: see _decision_sets.
+PACK = 2**31
 
 
 @dataclass(frozen=True)
@@ -39,80 +50,84 @@ class Agreement:
     decisions: int = 0  # the decisions on those images
 
 
-def overlap_agreement() -> Agreement:
+def overlap_agreement(*, usernames: Mapping[int, str] | None = None) -> Agreement:
     """Cohen's kappa per reviewer pair over the overlap images both decided, Krippendorff's
     alpha (nominal) over every overlap image with two or more decisions, overall and per class.
 
-    Two queries: label-pair counts per reviewer pair (a self-join on the image,
-    _overlap_pair_counts), and label counts per image. Gold checks and adjudications
-    are not independent overlap decisions and are left out.
+    Both come from the same counts: how many overlap images received each set of
+    (reviewer, label) decisions (_decision_sets). A pair of reviewers' contingency table
+    sums the sets they both decided in; alpha needs only each set's labels. Gold checks
+    and adjudications are not independent overlap decisions and are left out.
+    `usernames` (reviewer id -> name) saves looking the names up when the caller has them.
     """
-    tables: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
-    for first, second, label_a, label_b, n in _overlap_pair_counts():
-        tables[(first, second)].append((label_a, label_b, n))
-    pairs = []
-    for (first, second), cells in sorted(tables.items()):
-        a = [label for label, _, n in cells for _ in range(n)]
-        b = [label for _, label, n in cells for _ in range(n)]
-        agreed = sum(n for label_a, label_b, n in cells if label_a == label_b)
-        pairs.append(PairAgreement(first, second, len(a), agreed, cohen_kappa(a, b)))
-    units: dict[int, list[int]] = defaultdict(list)
-    overlap = screen_decisions().filter(queue_order=OVERLAP).order_by()
-    for image_id, label_id, n in _plain_rows(overlap.values_list("image_id", "label_id").annotate(n=Count("*"))):
-        units[image_id].extend([label_id] * n)
-    pairable = {image_id: labels for image_id, labels in units.items() if len(labels) >= 2}
+    tables: dict[tuple[int, int], Counter] = defaultdict(Counter)
+    lists: Counter = Counter()
+    for decisions, images in _decision_sets().items():
+        lists[tuple(label for _, label in decisions)] += images
+        # Sorted by reviewer: the first of a pair is the one with the lower id.
+        for (first, label_a), (second, label_b) in combinations(decisions, 2):
+            if first != second:
+                tables[(first, second)][(label_a, label_b)] += images
+    reviewers = {reviewer for pair in tables for reviewer in pair}
+    if usernames is None or not reviewers <= usernames.keys():
+        usernames = dict(get_user_model().objects.filter(pk__in=reviewers).values_list("pk", "username"))
+    pairs = [
+        PairAgreement(
+            usernames[first], usernames[second], images=sum(table.values()),
+            agreed=sum(n for (label_a, label_b), n in table.items() if label_a == label_b),
+            kappa=cohen_kappa_from_table(table),
+        )  # fmt: skip
+        for (first, second), table in tables.items()
+    ]
     names = dict(Label.objects.values_list("pk", "name"))
-    per_class = krippendorff_alpha_per_class(pairable)
+    table = coincidences(lists)
+    per_class = alpha_per_class_from_coincidences(table)
     return Agreement(
-        pairs=pairs,
-        alpha=krippendorff_alpha_nominal(pairable),
+        pairs=sorted(pairs, key=lambda pair: (pair.first, pair.second)),
+        alpha=alpha_from_coincidences(table),
         alpha_per_class={names.get(label, str(label)): value for label, value in per_class.items()},
-        images=len(pairable),
-        decisions=sum(len(labels) for labels in pairable.values()),
+        images=sum(lists.values()),
+        decisions=sum(len(labels) * images for labels, images in lists.items()),
     )
 
 
-def _overlap_pair_counts() -> list[tuple[str, str, int, int, int]]:
-    """(first reviewer's name, second's, first's label id, second's, images) for each pair of
-    reviewers (the first with the lower id) and pair of labels, over the overlap images both
-    decided (live screen overlap decisions), in one query.
+def _decision_sets() -> Counter:
+    """(reviewer, label) decisions sorted -> how many overlap images received exactly those,
+    over the images with two or more live screen overlap decisions.
 
-    Written in SQL because it is a self-join of decisions on image_id: the ORM reaches
-    another review of the same image only through the image row, a lookup per decision
-    (a third of this query's time on SQLite). Both sides read the (queue_order, image)
-    index; the names are looked up per result row, not per pair of decisions.
+    Images with two decisions (all of them when REVIEW_OVERLAP_K is 2) are counted in
+    the database, a row per distinct pair of decisions: each decision packed into one
+    number, label × PACK + reviewer, so that an image's MIN and MAX are its two decisions
+    whole (reviewer ids are auth users', an AutoField below 2**31; label ids below 2**32,
+    so the number fits 64 bits). Images with more come as their decisions, in a second
+    query made only when there are any: a MIN and a MAX no longer hold them.
     """
-    quote = connection.ops.quote_name
-    column = review_columns("image", "reviewer", "label", "queue_order", "source", "undone_at")
-    users = get_user_model()._meta
-    username, user_id = quote(users.get_field("username").column), quote(users.pk.column)
-
-    def name_of(side: str) -> str:
-        return f"(SELECT u.{username} FROM {quote(users.db_table)} u WHERE u.{user_id} = {side}.{column['reviewer']})"
-
-    def live_overlap(side: str) -> str:
-        return (
-            f"{side}.{column['queue_order']} = %s AND {side}.{column['source']} = %s"
-            f" AND {side}.{column['undone_at']} IS NULL"
+    overlap = screen_decisions().filter(queue_order=OVERLAP).order_by()
+    packed = F("label_id") * Value(PACK) + F("reviewer_id")
+    per_image = (
+        overlap.values("image_id")
+        .annotate(
+            decisions=Count("*"),
+            low=Case(When(decisions=2, then=Min(packed))),
+            high=Case(When(decisions=2, then=Max(packed))),
         )
-
-    sql = f"""
-        SELECT {name_of("a")}, {name_of("b")}, a.{column["label"]}, b.{column["label"]}, COUNT(*)
-        FROM {quote(Review._meta.db_table)} a
-        INNER JOIN {quote(Review._meta.db_table)} b ON b.{column["image"]} = a.{column["image"]}
-        WHERE {live_overlap("a")} AND {live_overlap("b")} AND b.{column["reviewer"]} > a.{column["reviewer"]}
-        GROUP BY a.{column["reviewer"]}, b.{column["reviewer"]}, a.{column["label"]}, b.{column["label"]}
-    """
+        .filter(decisions__gte=2)
+        .values("decisions", "low", "high")
+    )
+    sql, params = per_image.query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [OVERLAP, Review.Source.SCREEN] * 2)
-        return cursor.fetchall()
+        cursor.execute(
+            f"SELECT decisions, low, high, COUNT(*) FROM ({sql}) per_image GROUP BY decisions, low, high", params
+        )
+        counted = cursor.fetchall()
+    sets: Counter = Counter()
+    for decisions, low, high, images in counted:
+        if decisions == 2:
+            sets[tuple(sorted(divmod(value, PACK)[::-1] for value in (low, high)))] += images
+    if any(decisions > 2 for decisions, *_ in counted):
+        many = overlap.values("image_id").annotate(n=Count("*")).filter(n__gt=2).values("image_id")
+        rows = overlap.filter(image_id__in=many).order_by("image_id").values_list("image_id", "reviewer_id", "label_id")
+        for _, decisions in groupby(rows, key=itemgetter(0)):
+            sets[tuple(sorted((reviewer, label) for _, reviewer, label in decisions))] += 1
+    return sets
 
-
-def _plain_rows(queryset: QuerySet) -> list[tuple]:
-    """The rows of a values_list queryset as the database returns them, without the ORM's
-    per-row conversion: for the label counts per overlap image (one row per image, 10,000
-    and more) that conversion took twice as long as the query."""
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()

@@ -5,7 +5,7 @@ predictions/selectors/reviewer_agreement.py.
 
 Every number is aggregated in the database: the page makes the same handful of
 queries with 100 reviews or 100,000 (the overlap statistics read one row per
-overlap image and label, or per reviewer pair and label pair, never per review).
+distinct pair of decisions an overlap image received, never per review).
 Each query reads ranges of Review's partial indexes on live screen decisions
 (predictions/models/reviews.py), per reviewer or per queue order, so what a query
 reads grows with what it counts: only the lifetime agreement with the model reads

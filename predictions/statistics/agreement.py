@@ -72,11 +72,21 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
     """
     if len(a) != len(b):
         raise ValueError(f"the two raters' labels differ in length: {len(a)} != {len(b)}")
-    n = len(a)
+    return cohen_kappa_from_table(Counter(zip(a, b)))
+
+
+def cohen_kappa_from_table(table: Mapping[tuple[Hashable, Hashable], int]) -> float:
+    """Cohen's kappa (see cohen_kappa) from the two raters' contingency table: (label of
+    the first, label of the second) -> items, as a database's GROUP BY returns it."""
+    n = sum(table.values())
     if n == 0:
         return float("nan")
-    observed = sum(1 for x, y in zip(a, b) if x == y) / n
-    counts_a, counts_b = Counter(a), Counter(b)
+    observed = sum(count for (x, y), count in table.items() if x == y) / n
+    counts_a: Counter = Counter()
+    counts_b: Counter = Counter()
+    for (x, y), count in table.items():
+        counts_a[x] += count
+        counts_b[y] += count
     expected = sum(counts_a[label] * counts_b.get(label, 0) for label in counts_a) / (n * n)
     if expected >= 1.0:
         return float("nan")
@@ -99,7 +109,7 @@ def krippendorff_alpha_nominal(units: Mapping[Hashable, Sequence[Hashable | None
     independently; raters need not be the same across units.
     Sample: units maps an item to the labels it received.
     """
-    return _alpha(_coincidences(units))
+    return alpha_from_coincidences(coincidences(label_lists(units)))
 
 
 def krippendorff_alpha_per_class(units: Mapping[Hashable, Sequence[Hashable | None]]) -> dict[Hashable, float]:
@@ -108,46 +118,26 @@ def krippendorff_alpha_per_class(units: Mapping[Hashable, Sequence[Hashable | No
     Method: for each label c seen in a pairable unit, every label becomes "c" or "not c"
     and `krippendorff_alpha_nominal` is computed on that binary data. A class nobody
     disagrees about but that also never varies (every pairable label is c) gives nan.
-    The binary coincidences are sums of the nominal ones (c with c, c with another,
-    two others), so one pass over the units serves every class.
     Assumptions and sample as for `krippendorff_alpha_nominal`.
     """
-    coincidences = _coincidences(units)
-    labels = {c for c, _ in coincidences}
-    per_class = {}
-    for label in sorted(labels, key=repr):
-        binary: Counter = Counter()
-        for (c, k), value in coincidences.items():
-            binary[(c == label, k == label)] += value
-        per_class[label] = _alpha(binary)
-    return per_class
+    return alpha_per_class_from_coincidences(coincidences(label_lists(units)))
 
 
-def _alpha(coincidences: Counter) -> float:
-    """Alpha from the coincidences o[c][k] (see krippendorff_alpha_nominal)."""
-    totals: Counter = Counter()
-    for (c, _), value in coincidences.items():
-        totals[c] += value
-    n = sum(totals.values())
-    if n == 0:
-        return float("nan")
-    disagreement_observed = sum(value for (c, k), value in coincidences.items() if c != k)
-    same_by_chance = sum(total * total for total in totals.values())
-    disagreement_expected = (n * n - same_by_chance) / (n - 1)
-    if disagreement_expected <= 0:
-        return float("nan")
-    return 1.0 - disagreement_observed / disagreement_expected
+def label_lists(units: Mapping[Hashable, Sequence[Hashable | None]]) -> Counter:
+    """How many units received each list of labels: what the coincidences depend on."""
+    return Counter(map(tuple, units.values()))
 
 
-def _coincidences(units: Mapping[Hashable, Sequence[Hashable | None]]) -> Counter:
-    """(c, k) -> o[c][k], over the pairable units (two or more labels, None left out).
+def coincidences(lists: Mapping[Sequence[Hashable | None], int]) -> Counter:
+    """(c, k) -> o[c][k] (see krippendorff_alpha_nominal) from how many units received each
+    list of labels (`label_lists`); lists of fewer than 2 labels, None left out, add nothing.
 
-    Units with the same labels add the same pairs: each distinct list of labels is
-    worked out once and weighted by how many units have it (thousands of overlap
-    images share a handful of label lists).
+    Taking the lists counted lets a caller that aggregates in the database pass a few
+    dozen (list, units) rows instead of one per unit: thousands of overlap images share a
+    handful of label lists. The order within a list does not matter.
     """
-    coincidences: Counter = Counter()
-    for labels, units_alike in Counter(map(tuple, units.values())).items():
+    result: Counter = Counter()
+    for labels, units_alike in lists.items():
         values = [value for value in labels if value is not None]
         if len(values) < 2:
             continue
@@ -158,5 +148,33 @@ def _coincidences(units: Mapping[Hashable, Sequence[Hashable | None]]) -> Counte
                 # Ordered pairs of different raters: c with itself pairs count_c * (count_c - 1) ways.
                 pairs = count_c * (count_c - 1) if c == k else count_c * count_k
                 if pairs:
-                    coincidences[(c, k)] += pairs * weight
-    return coincidences
+                    result[(c, k)] += pairs * weight
+    return result
+
+
+def alpha_from_coincidences(table: Mapping[tuple[Hashable, Hashable], float]) -> float:
+    """Nominal alpha from the coincidences o[c][k] (see krippendorff_alpha_nominal)."""
+    totals: Counter = Counter()
+    for (c, _), value in table.items():
+        totals[c] += value
+    n = sum(totals.values())
+    if n == 0:
+        return float("nan")
+    disagreement_observed = sum(value for (c, k), value in table.items() if c != k)
+    same_by_chance = sum(total * total for total in totals.values())
+    disagreement_expected = (n * n - same_by_chance) / (n - 1)
+    if disagreement_expected <= 0:
+        return float("nan")
+    return 1.0 - disagreement_observed / disagreement_expected
+
+
+def alpha_per_class_from_coincidences(table: Mapping[tuple[Hashable, Hashable], float]) -> dict[Hashable, float]:
+    """Alpha per label, one against the rest (see krippendorff_alpha_per_class): the binary
+    coincidences are sums of the nominal ones (c with c, c with another, two others)."""
+    per_class = {}
+    for label in sorted({c for c, _ in table}, key=repr):
+        binary: Counter = Counter()
+        for (c, k), value in table.items():
+            binary[(c == label, k == label)] += value
+        per_class[label] = alpha_from_coincidences(binary)
+    return per_class

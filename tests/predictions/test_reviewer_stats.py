@@ -270,12 +270,15 @@ def _reference(now):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("reviews", [400, 45])
 def test_the_numbers_match_a_row_by_row_reference(
-    seed, reviewer, second_reviewer, lead, labels, django_user_model, monkeypatch
+    seed, reviews, reviewer, second_reviewer, lead, labels, django_user_model, monkeypatch
 ):
     """A random history with every case the queries distinguish: undone decisions (adjudications
     too), bulk ones, agreed unknown, untimed ones, gold images unmarked or relabelled, images
-    without a label, overlap images with several decisions (one reviewer's more than once)."""
+    without a label, overlap images with several decisions (one reviewer's more than once).
+    45 reviews on 30 images leave most overlap images with one or two decisions (counted in
+    the database), 400 with three and more (counted from their rows)."""
     import random
 
     from predictions.selectors import reviewer_stats
@@ -304,7 +307,7 @@ def test_the_numbers_match_a_row_by_row_reference(
             created_at=now - dt.timedelta(hours=rng.uniform(0, 24 * 12)),
             undone_at=now if rng.random() < 0.15 else None,
         )  # fmt: skip
-        for _ in range(400)
+        for _ in range(reviews)
     )
     lines, pairs, units = _reference(now)
 
@@ -344,3 +347,25 @@ def test_the_numbers_match_a_row_by_row_reference(
     assert sum(count for _, count in decisions_per_day(now=now, days=14)) == sum(
         timezone.localdate(r.created_at) > timezone.localdate(now) - dt.timedelta(days=14) for r in live
     )
+
+
+def test_agreement_holds_the_largest_ids_its_packing_allows(reviewer, labels, image_factory, django_user_model):
+    """Two decisions of an image are counted in the database packed as label × 2**31 + reviewer:
+    a reviewer id at the top of an AutoField and a label id of 2**32 - 1 still come back whole."""
+    from predictions.selectors.reviewer_agreement import PACK
+
+    assert django_user_model._meta.pk.get_internal_type() == "AutoField"  # reviewer ids below 2**31 = PACK
+    top = django_user_model.objects.create_user(pk=PACK - 1, username="top")
+    odd = Label.objects.create(pk=2**32 - 1, name="odd")
+    circle, square = labels["circle"], labels["square"]
+    for mine, theirs in ((odd, odd), (odd, circle), (circle, circle), (square, square)):
+        image = image_factory()
+        record(reviewer, image, mine, queue_order="overlap")
+        record(top, image, theirs, queue_order="overlap")
+
+    agreement = overlap_agreement()
+
+    [pair] = agreement.pairs
+    assert (pair.first, pair.second, pair.images, pair.agreed) == (reviewer.username, "top", 4, 3)
+    assert (agreement.images, agreement.decisions) == (4, 8)
+    assert set(agreement.alpha_per_class) == {"odd", "circle", "square"}
