@@ -10,6 +10,7 @@ same service as the changelist actions in predictions/admin/image_actions.py.
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models.constants import LOOKUP_SEP
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.html import format_html
@@ -26,7 +27,8 @@ GOLD_HELP = (
 
 
 class GoldPanelMixin:
-    """For ImageAdmin: the "Gold" row on the image page and the gold list filter, for Leads only."""
+    """For ImageAdmin: the "Gold" row on the image page and the gold list filter (typed into the
+    URL too), for Leads only."""
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), "gold_panel"]
@@ -46,6 +48,13 @@ class GoldPanelMixin:
     def get_list_filter(self, request):
         filters = list(super().get_list_filter(request))
         return [*filters, "is_gold"] if request.user.has_perm(LEAD_PERMISSION) else filters
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The admin accepts a lookup on any of the model's own fields typed into the URL,
+        # list filter or not: ?is_gold=1 would list the gold images with their labels.
+        if lookup.split(LOOKUP_SEP)[0] == "is_gold" and not (request and request.user.has_perm(LEAD_PERMISSION)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     def gold_panel(self, image):
         url = reverse("admin:predictions_review_gold", args=[image.pk])

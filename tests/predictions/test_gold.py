@@ -79,6 +79,8 @@ def test_a_lead_marks_and_unmarks_gold_from_the_changelist(client_for, lead, pre
     )
     assert "1 image(s) marked as gold" in response.content.decode()
     assert Image.objects.get(pk=image.pk).is_gold
+    gold_list = client.get(reverse(CHANGELIST), {"is_gold__exact": "1"})
+    assert gold_list.status_code == 200 and "r.jpg" in gold_list.content.decode()
 
     client.post(reverse(CHANGELIST), {"action": "unmark_gold", "_selected_action": [image.pk]})
     assert not Image.objects.get(pk=image.pk).is_gold
@@ -94,6 +96,10 @@ def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, review
     toggle = client.post(reverse("admin:predictions_review_gold", args=[gold_image.pk]), {"gold": "0"})
     assert toggle.status_code == 403
     assert Image.objects.get(pk=gold_image.pk).is_gold
+
+    # Nor does the gold filter answer when typed into the address.
+    for lookup in ("is_gold", "is_gold__exact", "is_gold__in"):
+        assert client.get(reverse(CHANGELIST), {lookup: "1"}).status_code == 400, lookup
 
     # The image page neither says it is gold nor shows its reference label or history.
     page = client.get(reverse("admin:images_image_change", args=[gold_image.pk])).content.decode()
