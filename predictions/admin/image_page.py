@@ -19,6 +19,7 @@ from __future__ import annotations
 from copy import copy
 
 from django.contrib import messages
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, OrderBy, Q
@@ -88,7 +89,7 @@ class ImagePageMixin:
         filters = request.GET.get(FILTERS_PARAMETER, "")
         try:
             listing = self._listing_queryset(request, filters)
-        except IncorrectLookupParameters:
+        except (IncorrectLookupParameters, DisallowedModelAdminLookup):  # a list the person may not see
             listing = self._listing_queryset(request, "")
         order = _order_expressions(listing.query.order_by or self.model._meta.ordering)
         rows = (

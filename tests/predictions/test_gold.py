@@ -100,6 +100,9 @@ def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, review
     # Nor does the gold filter answer when typed into the address.
     for lookup in ("is_gold", "is_gold__exact", "is_gold__in"):
         assert client.get(reverse(CHANGELIST), {lookup: "1"}).status_code == 400, lookup
+    # ... nor as the list an image page was opened from: its neighbours come from the whole list.
+    page = client.get(reverse("admin:images_image_change", args=[gold_image.pk]), {"_changelist_filters": "is_gold=1"})
+    assert page.status_code == 200
 
     # The image page neither says it is gold nor shows its reference label or history.
     page = client.get(reverse("admin:images_image_change", args=[gold_image.pk])).content.decode()
