@@ -52,7 +52,8 @@ class GoldPanelMixin:
     def lookup_allowed(self, lookup, value, request=None):
         # The admin accepts a lookup on any of the model's own fields typed into the URL,
         # list filter or not: ?is_gold=1 would list the gold images with their labels.
-        if lookup.split(LOOKUP_SEP)[0] == "is_gold" and not (request and request.user.has_perm(LEAD_PERMISSION)):
+        is_lead = request is not None and request.user.has_perm(LEAD_PERMISSION)
+        if lookup.split(LOOKUP_SEP)[0] == "is_gold" and not is_lead:
             return False
         return super().lookup_allowed(lookup, value, request)
 

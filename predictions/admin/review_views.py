@@ -279,7 +279,10 @@ class ReviewUndoView(ReviewScreenMixin, View):
     reload; the image comes back as {"item": ...}, with a message naming it and the strip as it is now."""
 
     def post(self, request):
-        review = review_undo_last(reviewer=request.user, review_id=_int_or_none(request.POST.get("review")))
+        try:
+            review = review_undo_last(reviewer=request.user, review_id=_int_or_none(request.POST.get("review")))
+        except ReviewConflict as conflict:
+            return _error(str(conflict), status=409)
         if review is None:
             return _error("Nothing to undo.", status=404)
         item = review_item_undone(review=review, model_version=self.model_version)

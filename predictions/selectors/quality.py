@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from images.models import Image, UploadBatch
 from predictions.models import Review
@@ -157,17 +157,44 @@ def image_label_state(reviews: Iterable[ReviewRow], *, k: int | None = None) -> 
     return LabelState(label_id, newest.reviewer_id, newest.created_at, newest.source, len(counted))
 
 
-def image_review_rows(*, image_ids: Iterable[int]) -> dict[int, list[ReviewRow]]:
-    """image id -> its live reviews as ReviewRow, newest first (one query)."""
+def image_review_rows(*, image_ids: Iterable[int], leaving_out: Q | None = None) -> dict[int, list[ReviewRow]]:
+    """image id -> its live reviews as ReviewRow, newest first (one query); without the
+    reviews `leaving_out` matches: as they would be once those are undone."""
     rows: dict[int, list[ReviewRow]] = {}
-    live = (
-        Review.objects.filter(image_id__in=list(image_ids), undone_at__isnull=True)
-        .order_by("image_id", "-created_at", "-id")
-        .values_list("image_id", "label_id", "reviewer_id", "created_at", "source", "queue_order")
+    live = Review.objects.filter(image_id__in=list(image_ids), undone_at__isnull=True)
+    if leaving_out is not None:
+        live = live.exclude(leaving_out)
+    live = live.order_by("image_id", "-created_at", "-id").values_list(
+        "image_id", "label_id", "reviewer_id", "created_at", "source", "queue_order"
     )
     for image_id, *fields in live:
         rows.setdefault(image_id, []).append(ReviewRow(*fields))
     return rows
+
+
+def gold_images_relabelled_by_undo(*, reviews: QuerySet[Review]) -> list[str]:
+    """The names of the images gold now whose label would change if these reviews were undone.
+
+    A gold image's label is the reference reviewers are measured against, set by a
+    Lead: undoing the decision it came from would leave it with another label or none
+    (every later gold check then counted wrong). Both undos (an operation, a screen
+    decision) ask this first and refuse.
+    """
+    live = reviews.filter(undone_at__isnull=True)
+    gold = {
+        image_id: (final_label_id, name)
+        for image_id, final_label_id, name in live.filter(image__is_gold=True).values_list(
+            "image_id", "image__final_label_id", "image__original_name"
+        )
+    }
+    if not gold:
+        return []
+    after = image_review_rows(image_ids=gold, leaving_out=Q(pk__in=live.values("pk")))
+    return sorted(
+        name
+        for image_id, (label_id, name) in gold.items()
+        if image_label_state(after.get(image_id, [])).final_label_id != label_id
+    )
 
 
 def overlap_votes(*, image_ids: Iterable[int]) -> dict[int, Counter]:

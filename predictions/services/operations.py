@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import LabelOperation, Review
-from predictions.selectors.quality import image_label_state, image_review_rows
+from predictions.selectors.quality import gold_images_relabelled_by_undo, image_label_state, image_review_rows
 from predictions.selectors.queue import review_queue_starts_invalidate
 from predictions.services.label_audit import label_audit_due_check
 from reviewtool.batching import id_chunks
@@ -50,6 +50,7 @@ WRITE_BATCH = 1000
 DECISION_IMAGE_FIELDS = ("pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold")
 YIELD_EVERY = 1.0  # seconds of batches before SQLite's write lock is left free...
 YIELD_PAUSE = 0.12  # ...for this long
+GOLD_NAMES_SHOWN = 5  # in the message refusing an undo that would change gold labels
 
 
 class _LockYield:
@@ -270,9 +271,19 @@ def label_decision_skip_reason(
 def label_operation_undo(*, operation: LabelOperation, user) -> int:
     """Undo a whole operation; how many images it gave back their previous label.
 
-    Refused (ValidationError) when it was undone already. Reviews stay in the
-    history, marked undone.
+    Refused (ValidationError) when it was undone already, and while it would change
+    the label of an image that is gold now: a Lead made that label the reference
+    reviewers are measured against (unmarking it first is theirs to decide). Reviews
+    stay in the history, marked undone.
     """
+    gold = gold_images_relabelled_by_undo(reviews=Review.objects.filter(operation=operation))
+    if gold:
+        names = ", ".join(gold[:GOLD_NAMES_SHOWN]) + (", …" if len(gold) > GOLD_NAMES_SHOWN else "")
+        raise ValidationError(
+            f"{operation} was not undone: it would change the reference label of {len(gold)} gold image(s) ({names}). "
+            "A Lead can unmark them (the image page's Gold row, or the image list's “Unmark gold” action); "
+            "then undo again."
+        )
     now = timezone.now()
     claimed = LabelOperation.objects.filter(pk=operation.pk, undone_at__isnull=True).update(
         undone_at=now, undone_by=user

@@ -27,7 +27,13 @@ from predictions.selectors.queue import (
     review_queue_starts_invalidate,
 )
 from predictions.selectors.label_audit import label_suspect_is_open
-from predictions.selectors.quality import GOLD, NOT_LABELLING, image_label_state, image_review_rows
+from predictions.selectors.quality import (
+    GOLD,
+    NOT_LABELLING,
+    gold_images_relabelled_by_undo,
+    image_label_state,
+    image_review_rows,
+)
 from predictions.selectors.versions import model_version_active, model_version_or_active
 from predictions.services.label_audit import label_audit_due_check
 from predictions.services.operations import LabelDecision, OperationResult, label_operation_apply
@@ -301,7 +307,9 @@ def review_undo_last(*, reviewer, review_id: int | None = None) -> Review | None
 
     The image goes back to the queue, claimed by this reviewer so that the
     screen can show it again at once. Returns the undone review, or None when
-    there is nothing to undo.
+    there is nothing to undo. ReviewConflict when a Lead has since made the label
+    this decision gave a gold image's reference (the message does not say gold: a
+    reviewer is not told which images are).
     """
     reviews = Review.objects.filter(reviewer=reviewer, undone_at__isnull=True, source=Review.Source.SCREEN)
     if review_id is not None:
@@ -310,6 +318,8 @@ def review_undo_last(*, reviewer, review_id: int | None = None) -> Review | None
         review = reviews.select_related("image", "label", "prediction").order_by("-created_at", "-id").first()
         if review is None:
             return None
+        if gold_images_relabelled_by_undo(reviews=Review.objects.filter(pk=review.pk)):
+            raise ReviewConflict(f"“{review.image}” can no longer be undone here: a Lead can change its label.")
         review_undo(review=review)
         Image.objects.filter(pk=review.image_id, final_label__isnull=True).update(
             claimed_by=reviewer,

@@ -205,6 +205,25 @@ def test_undoing_a_gold_check_leaves_the_label_and_lets_it_come_back(always_gold
     assert again.queue_order == "gold"
 
 
+def test_a_decision_a_lead_made_gold_since_is_not_undone_from_the_screen(client_for, reviewer, prediction_factory):
+    """The decision gave the label a Lead then made the reference: undoing it would leave a gold
+    image without a label. Refused without saying gold; once unmarked, the undo goes through."""
+    image = prediction_factory(name="mine.jpg").image
+    decision = review_submit(image=image, reviewer=reviewer, label=Label.objects.get(name="star"))
+    images_gold_set(image_ids=[image.pk], gold=True)
+    client = client_for(reviewer)
+
+    for sent in ({"review": decision.pk}, {}):  # that decision, or the latest
+        answer = client.post(reverse("admin:predictions_review_undo"), sent)
+        assert answer.status_code == 409 and "gold" not in answer.json()["error"].lower()
+    assert Image.objects.get(pk=image.pk).final_label.name == "star"
+    assert Review.objects.get(pk=decision.pk).undone_at is None
+
+    images_gold_set(image_ids=[image.pk], gold=False)
+    assert client.post(reverse("admin:predictions_review_undo"), {"review": decision.pk}).status_code == 200
+    assert Image.objects.get(pk=image.pk).final_label is None
+
+
 def test_the_screen_serves_gold_and_records_the_check(always_gold, client_for, reviewer, gold_image, open_images):
     client = client_for(reviewer)
     items = client.post(reverse("admin:predictions_review_next"), {"count": 1}).json()["items"]

@@ -91,6 +91,42 @@ def test_undo_keeps_a_decision_made_after_the_operation(image_factory, labels, r
     assert image.reviewed_at == later.created_at
 
 
+def test_undo_is_refused_while_it_would_change_a_gold_images_reference_label(image_factory, labels, reviewer, lead):
+    """A Lead made an operation's label a gold reference: undoing the operation would leave a
+    gold image with no label (every later gold check counted wrong) or another one."""
+    from predictions.services.quality import images_gold_set
+
+    gold, other = image_factory(name="ref.jpg"), image_factory()
+    result = _apply([gold, other], labels["circle"], reviewer)
+    assert images_gold_set(image_ids=[gold.pk], gold=True).changed == 1
+
+    with pytest.raises(ValidationError, match=r"1 gold image.*ref\.jpg"):
+        label_operation_undo(operation=result.operation, user=reviewer)
+
+    assert Image.objects.get(pk=gold.pk).final_label == labels["circle"]
+    assert Image.objects.get(pk=other.pk).final_label == labels["circle"]
+    assert LabelOperation.objects.get(pk=result.operation.pk).undone_at is None
+    assert not Review.objects.filter(operation=result.operation, undone_at__isnull=False).exists()
+
+    images_gold_set(image_ids=[gold.pk], gold=False)  # unmarked: the undo goes through
+    assert label_operation_undo(operation=result.operation, user=reviewer) == 2
+    assert Image.objects.get(pk=gold.pk).final_label is None
+
+
+def test_undo_goes_through_when_a_gold_images_label_came_later(image_factory, labels, reviewer, lead):
+    from predictions.services.quality import images_gold_set
+
+    image = image_factory()
+    result = _apply([image], labels["circle"], reviewer)
+    review_submit(image=Image.objects.get(pk=image.pk), reviewer=lead, label=labels["star"])
+    images_gold_set(image_ids=[image.pk], gold=True)
+
+    label_operation_undo(operation=result.operation, user=reviewer)
+
+    image.refresh_from_db()
+    assert image.is_gold and image.final_label == labels["star"]
+
+
 def test_unchanged_labels_are_not_written_again(image_factory, labels, reviewer, lead):
     image = image_factory()
     review_submit(image=image, reviewer=reviewer, label=labels["circle"])
