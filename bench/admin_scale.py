@@ -55,6 +55,8 @@ class Page:
 
 PAGES = [
     Page("image changelist", "admin:images_image_changelist", "lead"),
+    # A reviewer's list shows gold images as open ones (predictions/admin/gold.py): other columns.
+    Page("image changelist (reviewer)", "admin:images_image_changelist", "reviewer"),
     Page("review screen", "admin:predictions_review_screen", "reviewer"),
     Page("review next (JSON)", "admin:predictions_review_next", "reviewer", "post", {"count": "1"}),
 ]

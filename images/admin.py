@@ -37,6 +37,7 @@ from predictions.admin.image_actions import (
 )
 from predictions.models import Label, ModelVersion
 from predictions.selectors import images as selectors
+from predictions.selectors.quality import gold_hidden_from
 from predictions.selectors.versions import model_version_active_id
 
 from . import services
@@ -60,7 +61,8 @@ class ReviewStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() in selectors.ReviewStatus.values:
-            return selectors.images_with_review_status(queryset, self.value())
+            gold_as_open = gold_hidden_from(request.user)
+            return selectors.images_with_review_status(queryset, self.value(), gold_as_open=gold_as_open)
         return queryset
 
 
@@ -162,7 +164,8 @@ class ImageAdmin(
     ]
 
     def get_queryset(self, request):
-        return selectors.images_with_active_prediction(super().get_queryset(request))
+        queryset = super().get_queryset(request)
+        return selectors.images_with_active_prediction(queryset, gold_as_open=gold_hidden_from(request.user))
 
     def get_urls(self):
         # The upload views check CSRF themselves (images/upload_views.py says why).

@@ -1,15 +1,19 @@
-"""Gold images on the image page: a Lead sees whether an image is gold and marks or unmarks it.
+"""Gold images in the image admin: a Lead sees whether an image is gold and marks or unmarks it.
 
-Everyone else sees nothing of it (not the field, not the list filter): gold images
-are mixed into reviewers' queues without telling. For them, the image page of a gold
-image, or of an overlap image still waiting for independent decisions, leaves out
-the review fields (the reference label, the others' decisions). The button posts the change
-form to ``gold_toggle_view`` (wired in ReviewAdmin.get_urls()), which calls the
-same service as the changelist actions in predictions/admin/image_actions.py.
+Everyone else (predictions.selectors.quality.gold_hidden_from) sees nothing of it:
+gold images are mixed into reviewers' queues without telling. For them the image
+list shows a gold image as an open one (no final label, an open image's status,
+sorted and filtered so, no lookup on the fields that differ typed into the URL),
+and the image page of a gold image, or of an overlap image still waiting for
+independent decisions, leaves out the review fields (the reference label, the
+others' decisions). The button posts the change form to ``gold_toggle_view``
+(wired in ReviewAdmin.get_urls()), which calls the same service as the changelist
+actions in predictions/admin/image_actions.py.
 """
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Case, CharField, F, Q, When
 from django.db.models.constants import LOOKUP_SEP
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -17,7 +21,8 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from images.models import Image
-from predictions.selectors.quality import ADJUDICATION, OVERLAP
+from predictions.models import Label
+from predictions.selectors.quality import ADJUDICATION, OVERLAP, gold_hidden_from
 from predictions.services.quality import LEAD_PERMISSION, images_gold_set
 
 GOLD_HELP = (
@@ -27,8 +32,8 @@ GOLD_HELP = (
 
 
 class GoldPanelMixin:
-    """For ImageAdmin: the "Gold" row on the image page and the gold list filter (typed into the
-    URL too), for Leads only."""
+    """For ImageAdmin: the "Gold" row on the image page and the gold list filter for Leads; for
+    everyone else, the list's label column and filter with gold images as open ones."""
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), "gold_panel"]
@@ -47,14 +52,32 @@ class GoldPanelMixin:
 
     def get_list_filter(self, request):
         filters = list(super().get_list_filter(request))
-        return [*filters, "is_gold"] if request.user.has_perm(LEAD_PERMISSION) else filters
+        if not gold_hidden_from(request.user):
+            return [*filters, "is_gold"]
+        return [LabelSeenFilter if item == "final_label" else item for item in filters]
+
+    def get_list_display(self, request):
+        columns = super().get_list_display(request)
+        if not gold_hidden_from(request.user):
+            return columns
+        return [("label_seen" if column == "final_label" else column) for column in columns]
+
+    @admin.display(
+        description="final label",
+        ordering=Case(When(is_gold=True, then=None), default=F("final_label__name"), output_field=CharField()),
+    )
+    def label_seen(self, image):
+        """The final label column for those gold_hidden_from: none on a gold image, sorted so too."""
+        return None if image.is_gold else image.final_label
 
     def lookup_allowed(self, lookup, value, request=None):
         # The admin accepts a lookup on any of the model's own fields typed into the URL,
-        # list filter or not: ?is_gold=1 would list the gold images with their labels.
-        is_lead = request is not None and request.user.has_perm(LEAD_PERMISSION)
-        if lookup.split(LOOKUP_SEP)[0] == "is_gold" and not is_lead:
-            return False
+        # list filter or not: ?is_gold=1 would list the gold images, ?final_label=3 the
+        # gold ones among the images labelled 3. Only the list's own filters answer.
+        if request is not None and gold_hidden_from(request.user) and lookup.split(LOOKUP_SEP)[0] in GOLD_REVEALING:
+            own = {item.parameter_name for item in self.get_list_filter(request) if isinstance(item, type)}
+            if lookup not in own:
+                return False
         return super().lookup_allowed(lookup, value, request)
 
     def gold_panel(self, image):
@@ -73,6 +96,29 @@ class GoldPanelMixin:
         )
 
     gold_panel.short_description = "gold"
+
+
+# The fields that differ between a gold image and an open one.
+GOLD_REVEALING = {"is_gold", "final_label", "reviewed_by", "reviewed_at", "review_count", "label_source"}
+
+
+class LabelSeenFilter(admin.SimpleListFilter):
+    """The final label filter for those gold_hidden_from: a gold image has no label. The same
+    parameter as the Leads' filter on the field, so that one link serves both."""
+
+    title = "final label"
+    parameter_name = "final_label__id__exact"
+    NONE = "none"
+
+    def lookups(self, request, model_admin):
+        return [*((str(label.pk), label.name) for label in Label.objects.all()), (self.NONE, "No label")]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.NONE:
+            return queryset.filter(Q(final_label__isnull=True) | Q(is_gold=True))
+        if self.value() and self.value().isdigit():
+            return queryset.filter(final_label_id=int(self.value()), is_gold=False)
+        return queryset
 
 
 @require_POST

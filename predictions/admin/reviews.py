@@ -20,7 +20,7 @@ from predictions.admin.review_views import (
 from predictions.admin.reviewer_stats_views import ReviewerStatsView
 from predictions.admin.similar_views import LabelSimilarView, ReviewSimilarView
 from predictions.models import Review
-from predictions.selectors.quality import reviews_visible_to
+from predictions.selectors.quality import gold_hidden_from, reviews_visible_to
 
 
 @admin.register(Review)
@@ -54,6 +54,16 @@ class ReviewAdmin(ReviewImportMixin, ReadOnlyAdminMixin, ImageActionPermissionsM
 
     def get_queryset(self, request):
         return reviews_visible_to(user=request.user, reviews=super().get_queryset(request))
+
+    # A decision's queue order says "gold" on a gold check: not for those gold_hidden_from.
+    def get_exclude(self, request, obj=None):
+        exclude = list(super().get_exclude(request, obj) or [])
+        return [*exclude, "queue_order"] if gold_hidden_from(request.user) else exclude
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if request is not None and gold_hidden_from(request.user) and lookup.split("__")[0] == "queue_order":
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_review": self.has_review_permission(request)}

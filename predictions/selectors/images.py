@@ -18,6 +18,7 @@ from django.db.models import (
     Count,
     Exists,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Value,
@@ -38,12 +39,16 @@ class ReviewStatus(models.TextChoices):
     REVIEWED = "reviewed", "Reviewed"
 
 
-def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int | None = None) -> QuerySet[Image]:
+def images_with_active_prediction(
+    queryset: QuerySet[Image], *, version_id: int | None = None, gold_as_open: bool = False
+) -> QuerySet[Image]:
     """Annotate the active version's prediction and the review status of each image.
 
     Adds ``predicted_label_name``, ``predicted_confidence`` and ``review_status``
     (a ReviewStatus value), and for filters the aliases ``has_active_prediction``
-    and ``prediction_failed``.
+    and ``prediction_failed``. With ``gold_as_open`` (for those
+    predictions.selectors.quality.gold_hidden_from), a gold image's status is an
+    open image's.
 
     Each is a correlated subquery on the (image, model_version) unique index,
     not a join: count() leaves out the annotations it does not need, but never
@@ -53,6 +58,7 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
     """
     if version_id is None:
         version_id = model_version_active_id()
+    reviewed = _reviewed_q(gold_as_open=gold_as_open)
     if version_id is None:
         return queryset.alias(
             has_active_prediction=Value(False),
@@ -61,7 +67,7 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
             predicted_label_name=Value(None, output_field=models.CharField()),
             predicted_confidence=Value(None, output_field=models.FloatField()),
             review_status=Case(
-                When(final_label__isnull=False, then=Value(ReviewStatus.REVIEWED.value)),
+                When(reviewed, then=Value(ReviewStatus.REVIEWED.value)),
                 default=Value(ReviewStatus.PENDING.value),
             ),
         )
@@ -75,7 +81,7 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
         predicted_label_name=Subquery(prediction.values("label__name")[:1]),
         predicted_confidence=Subquery(prediction.values("confidence")[:1]),
         review_status=Case(
-            When(final_label__isnull=False, then=Value(ReviewStatus.REVIEWED.value)),
+            When(reviewed, then=Value(ReviewStatus.REVIEWED.value)),
             When(has_active_prediction=True, then=Value(ReviewStatus.PREDICTED.value)),
             When(prediction_failed=True, then=Value(ReviewStatus.FAILED.value)),
             default=Value(ReviewStatus.PENDING.value),
@@ -83,15 +89,21 @@ def images_with_active_prediction(queryset: QuerySet[Image], *, version_id: int 
     )
 
 
-def images_with_review_status(queryset: QuerySet[Image], status: str) -> QuerySet[Image]:
-    """Filter a queryset of images_with_active_prediction() on its review status.
+def _reviewed_q(*, gold_as_open: bool) -> Q:
+    return Q(final_label__isnull=False, is_gold=False) if gold_as_open else Q(final_label__isnull=False)
+
+
+def images_with_review_status(queryset: QuerySet[Image], status: str, *, gold_as_open: bool = False) -> QuerySet[Image]:
+    """Filter a queryset of images_with_active_prediction() on its review status (gold images
+    as open ones with ``gold_as_open``).
 
     Plain conditions on the joined columns rather than on the CASE expression, so
     the database can use its indexes.
     """
+    reviewed = _reviewed_q(gold_as_open=gold_as_open)
     if status == ReviewStatus.REVIEWED:
-        return queryset.filter(final_label__isnull=False)
-    unreviewed = queryset.filter(final_label__isnull=True)
+        return queryset.filter(reviewed)
+    unreviewed = queryset.exclude(reviewed) if gold_as_open else queryset.filter(final_label__isnull=True)
     if status == ReviewStatus.PREDICTED:
         return unreviewed.filter(has_active_prediction=True)
     unpredicted = unreviewed.filter(has_active_prediction=False)

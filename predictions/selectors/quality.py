@@ -233,12 +233,20 @@ def review_items_quality(*, items: list[dict], predictions: list) -> list[dict]:
     return items
 
 
+def gold_hidden_from(user) -> bool:
+    """Whether gold images must look like open ones to ``user``: to everyone but the Leads who
+    choose them. Reviewers are measured on them without being told which they are, so no list
+    may show a gold image's label (nor sort or filter by it)."""
+    return not user.has_perm("predictions.change_review")
+
+
 def reviews_visible_to(*, user, reviews):
     """The review history a user may read: a Lead all of it; anyone else not the others' gold
-    checks (they would tell which images are gold) nor the others' decisions on overlap images
-    still waiting (they would anchor the next independent decision)."""
-    if user.has_perm("predictions.change_review"):
+    checks, nor the others' decisions on images gold now (the one that gave the reference
+    label among them), nor the others' decisions on overlap images still waiting (they would
+    anchor the next independent decision)."""
+    if not gold_hidden_from(user):
         return reviews
     waiting = Q(image__final_label__isnull=True, image__label_source__in=[OVERLAP, ADJUDICATION])
     others = ~Q(reviewer=user)
-    return reviews.exclude(others & (Q(queue_order=GOLD) | (Q(queue_order=OVERLAP) & waiting)))
+    return reviews.exclude(others & (Q(queue_order=GOLD) | Q(image__is_gold=True) | (Q(queue_order=OVERLAP) & waiting)))

@@ -3,6 +3,7 @@ never change their label, and each reviewer's gold accuracy with an exact interv
 
 import random
 from collections import Counter
+from operator import attrgetter
 
 import pytest
 from django.urls import reverse
@@ -108,6 +109,82 @@ def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, review
     page = client.get(reverse("admin:images_image_change", args=[gold_image.pk])).content.decode()
     assert "field-final_label" not in page and "field-review_history" not in page and "Gold" not in page
     assert "field-predictions_panel" in page  # the rest of the page is there
+
+
+def _listed(client, **query):
+    """(name, label column, status) of each row of the image list, in its order."""
+    response = client.get(reverse(CHANGELIST), query)
+    assert response.status_code == 200, query
+    changelist = response.context["cl"]
+    if "label_seen" in changelist.list_display:
+        label_of = changelist.model_admin.label_seen
+    else:
+        label_of = attrgetter("final_label")
+    return [
+        (image.original_name, None if label_of(image) is None else str(label_of(image)), image.review_status)
+        for image in changelist.result_list
+    ]
+
+
+def _label_column(client) -> int:
+    """The label column's position, as the list's ?o= sorts by it."""
+    display = client.get(reverse(CHANGELIST)).context["cl"].list_display
+    return next(n for n, name in enumerate(display) if name in ("final_label", "label_seen"))
+
+
+def test_the_image_list_shows_a_reviewer_a_gold_image_as_an_open_one(
+    client_for, reviewer, lead, gold_image, open_images, prediction_factory
+):
+    """Its label is the reference the reviewer is measured against: not in the column, nor
+    reachable by sorting or filtering on it; a Lead's list is the truth."""
+    labelled = prediction_factory(name="labelled.jpg", label="circle").image
+    review_submit(image=labelled, reviewer=lead, label=Label.objects.get(name="star"))
+    square = Label.objects.get(name="square").pk
+    client = client_for(reviewer)
+
+    rows = {name: (label, status) for name, label, status in _listed(client)}
+    assert rows["gold.jpg"] == rows["open0.jpg"] == (None, "predicted")
+    assert rows["labelled.jpg"] == ("star", "reviewed")
+
+    def names(**query):
+        return {name for name, _, _ in _listed(client, **query)}
+
+    assert "gold.jpg" not in names(final_label__id__exact=square) | names(status="reviewed")
+    assert "gold.jpg" in names(final_label__id__exact="none") & names(status="predicted")
+    column = _label_column(client)
+    for order in (str(column), f"-{column}"):  # either way, the gold image sorts among the unlabelled
+        listed = _listed(client, o=order)
+        unlabelled = [label is None for _, label, _ in listed]
+        first, last = unlabelled.index(True), len(unlabelled) - unlabelled[::-1].index(True)
+        assert all(unlabelled[first:last]), listed
+        assert [name for name, *_ in listed].index("gold.jpg") in range(first, last), listed
+    for lookup in ("final_label", "final_label__name", "final_label__isnull", "reviewed_at__isnull", "label_source"):
+        assert client.get(reverse(CHANGELIST), {lookup: "1"}).status_code == 400, lookup
+
+    lead_rows = {name: (label, status) for name, label, status in _listed(client_for(lead))}
+    assert lead_rows["gold.jpg"] == ("square", "reviewed")
+    assert {name for name, *_ in _listed(client_for(lead), final_label__id__exact=square)} == {"gold.jpg"}
+
+
+def test_the_review_history_shows_no_one_elses_decision_on_a_gold_image(
+    always_gold, client_for, reviewer, lead, gold_image
+):
+    """Nor does it tell a reviewer which of their own decisions were gold checks."""
+    history = reverse("admin:predictions_review_changelist")
+    lead_decision = Review.objects.get(image=gold_image, reviewer=lead)
+    client = client_for(reviewer)
+    assert "gold.jpg" not in client.get(history).content.decode()
+    assert "gold.jpg" in client_for(lead).get(history).content.decode()
+    assert client.get(reverse("admin:predictions_review_change", args=[lead_decision.pk])).status_code == 302
+
+    check = review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=Label.objects.get(name="star").pk)
+    assert check.queue_order == "gold"
+    page = client.get(reverse("admin:predictions_review_change", args=[check.pk])).content.decode()
+    assert "gold.jpg" in page and "field-queue_order" not in page and "gold</" not in page
+    lead_page = client_for(lead).get(reverse("admin:predictions_review_change", args=[check.pk])).content.decode()
+    assert "field-queue_order" in lead_page
+    for lookup in ("queue_order", "queue_order__exact"):
+        assert client.get(history, {lookup: "gold"}).status_code == 400, lookup
 
 
 def test_the_image_page_button_marks_and_unmarks_gold_for_a_lead(client_for, lead, prediction_factory):
