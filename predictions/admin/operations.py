@@ -19,8 +19,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from images.models import Image
 from predictions.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import LabelOperation, Review
+from predictions.selectors.quality import gold_hidden_from
 from predictions.services.operations import label_operation_undo
 
 REVIEW_PERMISSION = "predictions.add_review"
@@ -55,6 +57,15 @@ class LabelOperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Reviewers find their own grid actions here to undo them.
     def has_view_permission(self, request, obj=None):
         return super().has_view_permission(request, obj) or request.user.has_perm(REVIEW_PERMISSION)
+
+    def get_queryset(self, request):
+        operations = super().get_queryset(request)
+        if not gold_hidden_from(request.user):
+            return operations
+        # A "label similar" names the image it started from and that image's label: a gold
+        # image's is the reference label (a Lead may start one from it).
+        gold = list(Image.objects.filter(is_gold=True).values_list("pk", flat=True))
+        return operations.exclude(kind=LabelOperation.Kind.SIMILAR, params__image_id__in=gold) if gold else operations
 
     # The reviews point at the operation; it goes only with them (undo is how it is taken back).
     def has_delete_permission(self, request, obj=None):

@@ -187,6 +187,25 @@ def test_the_review_history_shows_no_one_elses_decision_on_a_gold_image(
         assert client.get(history, {lookup: "gold"}).status_code == 400, lookup
 
 
+def test_a_label_similar_started_from_a_gold_image_is_a_leads_to_see(client_for, reviewer, lead, gold_image):
+    """Its description names the image and its label: the reference label."""
+    from predictions.models import LabelOperation
+
+    LabelOperation.objects.create(
+        kind=LabelOperation.Kind.SIMILAR, created_by=lead, description="Like image gold.jpg: square",
+        params={"image_id": gold_image.pk, "threshold": 0.9, "label_id": gold_image.final_label_id},
+    )  # fmt: skip
+    LabelOperation.objects.create(
+        kind=LabelOperation.Kind.SIMILAR, created_by=lead, description="Like image other.jpg: star",
+        params={"image_id": gold_image.pk + 1000, "threshold": 0.9, "label_id": gold_image.final_label_id},
+    )  # fmt: skip
+    operations = reverse("admin:predictions_labeloperation_changelist")
+
+    seen = client_for(reviewer).get(operations).content.decode()
+    assert "gold.jpg" not in seen and "other.jpg" in seen
+    assert "gold.jpg" in client_for(lead).get(operations).content.decode()
+
+
 def test_the_image_page_button_marks_and_unmarks_gold_for_a_lead(client_for, lead, prediction_factory):
     image = prediction_factory(name="r.jpg").image
     review_submit(image=image, reviewer=lead, label=Label.objects.get(name="star"))
