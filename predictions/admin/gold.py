@@ -4,9 +4,9 @@ Everyone else (predictions.selectors.quality.gold_hidden_from) sees nothing of i
 gold images are mixed into reviewers' queues without telling. For them the image
 list shows a gold image as an open one (no final label, an open image's status,
 sorted and filtered so, no lookup on the fields that differ typed into the URL),
-and the image page of a gold image, or of an overlap image still waiting for
-independent decisions, leaves out the review fields (the reference label, the
-others' decisions). The button posts the change form to ``gold_toggle_view``
+and the image page of an image without a label, or of a gold one, leaves out the
+review fields (the reference label, the others' decisions on an overlap image
+still waiting for independent ones). The button posts the change form to ``gold_toggle_view``
 (wired in ReviewAdmin.get_urls()), which calls the same service as the changelist
 actions in predictions/admin/image_actions.py.
 """
@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from images.models import Image
 from predictions.models import Label
-from predictions.selectors.quality import ADJUDICATION, OVERLAP, gold_hidden_from
+from predictions.selectors.quality import gold_hidden_from
 from predictions.services.quality import LEAD_PERMISSION, images_gold_set
 
 GOLD_HELP = (
@@ -44,9 +44,10 @@ class GoldPanelMixin:
             return fieldsets
         if request.user.has_perm(LEAD_PERMISSION):
             return [*fieldsets, ("Gold", {"fields": ["gold_panel"], "description": GOLD_HELP})]
-        if obj.is_gold or (obj.final_label_id is None and obj.label_source in (OVERLAP, ADJUDICATION)):
-            # The reviewer may be the next one shown it: neither the reference label nor
-            # the other reviewers' independent decisions are theirs to see.
+        if obj.is_gold or obj.final_label_id is None:
+            # The reviewer may be the next one shown it: neither the reference label nor the
+            # other reviewers' independent decisions (an overlap image's) are theirs to see,
+            # and a gold image's page is an open one's.
             return [(name, options) for name, options in fieldsets if name != "Review"]
         return fieldsets
 

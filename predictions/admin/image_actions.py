@@ -28,6 +28,7 @@ from images.models import Image
 from predictions.admin.operations import undo_url
 from predictions.models import Label, PredictionFailure, PredictionJob
 from predictions.selectors.grid import images_relabelled
+from predictions.selectors.quality import gold_hidden_from
 from predictions.selectors.versions import model_version_active
 from predictions.services.jobs import retry_failed_predictions
 from predictions.services.model_versions import images_repredict
@@ -125,7 +126,7 @@ def _report(modeladmin, request, result: OperationResult, done: str, *, nothing:
     skipped = sum(result.skipped.values())
     text = done if result.changed else nothing
     if skipped:
-        text = f"{text}; {skipped} skipped ({result.skipped_text()})"
+        text = f"{text}; {skipped} skipped ({result.skipped_text(gold_hidden=gold_hidden_from(request.user))})"
     if not result.changed:
         modeladmin.message_user(request, f"{text}.", messages.WARNING)
         return

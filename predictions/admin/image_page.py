@@ -38,6 +38,7 @@ from images.models import Image
 from predictions.admin.image_actions import REVIEW_PERMISSION
 from predictions.admin.operations import undo_url
 from predictions.models import Label
+from predictions.selectors.quality import gold_hidden_from
 from predictions.selectors.queue import label_shortcuts
 from predictions.services.reviews import reviews_grid_set_label
 
@@ -140,7 +141,10 @@ class ImagePageMixin:
         request = image.browse_request
         filters = request.GET.get(FILTERS_PARAMETER, "")
         before, after = self.image_neighbours(request, image.pk)
-        may_label = request.user.has_perm(REVIEW_PERMISSION) and image.final_label_id is None and not image.is_gold
+        # Keys on a gold image too for those not told which are gold (its page is an open one's):
+        # the label is refused as on an image claimed on the review screen.
+        looks_open = image.final_label_id is None or (image.is_gold and gold_hidden_from(request.user))
+        may_label = request.user.has_perm(REVIEW_PERMISSION) and looks_open
         return render_to_string(
             "admin/predictions/image_browse.html",
             {
@@ -180,5 +184,6 @@ class ImagePageMixin:
                 messages.SUCCESS,
             )
             return redirect(self._image_url(after, filters) or self._image_url(image.pk, filters))
-        self.message_user(request, f"{image} was not labelled: {result.skipped_text()}.", messages.WARNING)
+        skipped = result.skipped_text(gold_hidden=gold_hidden_from(request.user))
+        self.message_user(request, f"{image} was not labelled: {skipped}.", messages.WARNING)
         return redirect(self._image_url(image.pk, filters))

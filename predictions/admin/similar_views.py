@@ -28,6 +28,7 @@ from images.models import Image
 from predictions.admin.operations import undo_url
 from predictions.admin.review_views import ReviewScreenMixin
 from predictions.selectors.similar import LABEL_SIMILAR_MAX, SimilarImage, similar_images, similar_unreviewed_images
+from predictions.selectors.quality import gold_hidden_from
 from predictions.services.quality import LEAD_PERMISSION
 from predictions.services.similar import label_similar_apply
 
@@ -113,9 +114,8 @@ class LabelSimilarView(View):
         if not self.model_admin.has_review_permission(request):
             raise PermissionDenied
         self.image = get_object_or_404(Image.objects.select_related("final_label"), pk=image_id)
-        if self.image.is_gold and not request.user.has_perm(LEAD_PERMISSION):
-            raise PermissionDenied
-        if self.image.final_label_id is None:
+        # A gold image has no label to those not told which are gold: the same answer as an open one's.
+        if self.image.final_label_id is None or (self.image.is_gold and gold_hidden_from(request.user)):
             messages.warning(request, f"{self.image} has no label yet: review it first, then label similar images.")
             return redirect("admin:images_image_change", self.image.pk)
         return super().dispatch(request, image_id)
@@ -137,7 +137,7 @@ class LabelSimilarView(View):
             return redirect("admin:images_image_change", self.image.pk)
         text = f"“{self.image.final_label}” given to {result.changed} similar image(s)"
         if result.skipped:
-            text += f"; left alone: {result.skipped_text()}"
+            text += f"; left alone: {result.skipped_text(gold_hidden=gold_hidden_from(request.user))}"
         if result.changed:
             back = reverse("admin:images_image_change", args=[self.image.pk])
             undo = f"{undo_url(result.operation)}?{urlencode({'next': back})}"

@@ -69,6 +69,7 @@ class SkipReason:
     REVIEWED = "already reviewed"
     CLAIMED = "open on someone's review screen"
     GOLD = "gold image"
+    RESERVED = "reserved for the review screen"  # claimed or gold, to those not told which are gold
     UNCHANGED = "label unchanged"
     MISSING = "image no longer exists"
 
@@ -89,9 +90,14 @@ class OperationResult:
     changed: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> count
 
-    def skipped_text(self) -> str:
-        """"3 already reviewed, 1 gold image" (empty when nothing was skipped)."""
-        return ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
+    def skipped_text(self, *, gold_hidden: bool = False) -> str:
+        """"3 already reviewed, 1 gold image" (empty when nothing was skipped). With
+        ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), gold images and
+        claimed ones are one reason, true of both: reserved for the review screen."""
+        skipped = Counter(self.skipped)
+        if gold_hidden and (SkipReason.GOLD in skipped or SkipReason.CLAIMED in skipped):
+            skipped[SkipReason.RESERVED] = skipped.pop(SkipReason.GOLD, 0) + skipped.pop(SkipReason.CLAIMED, 0)
+        return ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
 
 
 def label_operation_apply(

@@ -2,6 +2,7 @@
 never change their label, and each reviewer's gold accuracy with an exact interval."""
 
 import random
+import re
 from collections import Counter
 from operator import attrgetter
 
@@ -185,6 +186,25 @@ def test_the_review_history_shows_no_one_elses_decision_on_a_gold_image(
     assert "field-queue_order" in lead_page
     for lookup in ("queue_order", "queue_order__exact"):
         assert client.get(history, {lookup: "gold"}).status_code == 400, lookup
+
+
+def test_a_gold_images_page_is_an_open_ones_to_a_reviewer(client_for, reviewer, lead, gold_image, open_images):
+    """The same rows and label keys; a key pressed says what it says of a claimed image."""
+    client = client_for(reviewer)
+
+    def page(image, user_client=client):
+        html = user_client.get(reverse("admin:images_image_change", args=[image.pk])).content.decode()
+        return sorted(set(re.findall(r'class="form-row[^"]*field-(\w+)', html))), "image-label-keys" in html
+
+    assert page(gold_image) == page(open_images[0])
+    assert page(gold_image)[1] and "final_label" not in page(gold_image)[0]
+    star = Label.objects.get(name="star").pk
+    answer = client.post(reverse("admin:images_image_label", args=[gold_image.pk]), {"label": star}, follow=True)
+    [message] = [str(m) for m in answer.context["messages"]]
+    assert message.endswith("not labelled: 1 reserved for the review screen.")
+    assert Image.objects.get(pk=gold_image.pk).final_label.name == "square"
+
+    assert page(gold_image, client_for(lead)) != page(open_images[0], client_for(lead))  # a Lead sees the truth
 
 
 def test_a_label_similar_started_from_a_gold_image_is_a_leads_to_see(client_for, reviewer, lead, gold_image):
