@@ -121,6 +121,12 @@ def _open_predictions(*, filters: QueueFilters, model_version: ModelVersion) -> 
     predictions = Prediction.objects.filter(
         queue_open_image_q(filters=filters, prefix="image__"), model_version=model_version
     )
+    return predictions_chosen(predictions, filters=filters)
+
+
+def predictions_chosen(predictions: QuerySet[Prediction], *, filters: QueueFilters) -> QuerySet[Prediction]:
+    """The predictions a reviewer's filters keep: batch, predicted label, confidence (none in the
+    audit order). For the open images, and the gold ones mixed in among them."""
     if filters.order == QueueOrder.AUDIT:
         return predictions
     if filters.batch_id is not None:

@@ -18,7 +18,7 @@ from django.db import transaction
 from images.models import Image
 from predictions.models import ModelVersion, Prediction, Review
 from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP, images_in_overlap
-from predictions.selectors.queue import QueueFilters, QueueOrder, review_queue
+from predictions.selectors.queue import QueueFilters, QueueOrder, predictions_chosen, review_queue
 from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
 
 # Who may mark gold images and adjudicate: Leads (predictions/roles.py).
@@ -67,18 +67,27 @@ def images_gold_set(*, image_ids: Collection[int], gold: bool) -> GoldResult:
 def gold_draw_count(*, count: int, order: str, rng: random.Random | None = None) -> int:
     """How many of `count` screen items are gold: each is, independently, with REVIEW_GOLD_RATE.
 
-    None in the adjudication order (a Lead's queue of disagreements, not a measurement).
+    None in the adjudication order (a Lead's queue of disagreements, not a measurement),
+    nor in the suspects order (flagged labels, each item with its suspicion: a gold one
+    would be the one without).
     """
-    if order == QueueOrder.ADJUDICATION or settings.REVIEW_GOLD_RATE <= 0:
+    if order in (QueueOrder.ADJUDICATION, QueueOrder.SUSPECTS) or settings.REVIEW_GOLD_RATE <= 0:
         return 0
     rng = rng or random
     return sum(1 for _ in range(count) if rng.random() < settings.REVIEW_GOLD_RATE)
 
 
 def gold_pick(
-    *, reviewer, model_version: ModelVersion, wanted: int, avoid: Collection[int], rng: random.Random | None = None
+    *,
+    reviewer,
+    model_version: ModelVersion,
+    wanted: int,
+    avoid: Collection[int],
+    filters: QueueFilters | None = None,
+    rng: random.Random | None = None,
 ) -> list[Prediction]:
-    """Up to `wanted` gold images (their `model_version` prediction) this reviewer never decided.
+    """Up to `wanted` gold images (their `model_version` prediction) this reviewer never decided,
+    among those the reviewer's `filters` keep (an item from another batch would stand out).
 
     "Never": no live decision of theirs on the image at all, a gold check or the
     decision that made its label, so nobody is measured on an image they remember.
@@ -98,9 +107,12 @@ def gold_pick(
                 "image_id", flat=True
             )
         )
-        candidates += Prediction.objects.filter(
+        predictions = Prediction.objects.filter(
             model_version=model_version, image_id__in=[pk for pk in chunk if pk not in decided]
-        ).values_list("pk", flat=True)
+        )
+        if filters is not None:
+            predictions = predictions_chosen(predictions, filters=filters)
+        candidates += predictions.values_list("pk", flat=True)
     picked = (rng or random).sample(candidates, min(wanted, len(candidates)))
     rows = Prediction.objects.select_related("image", "label").in_bulk(picked)
     return [rows[pk] for pk in picked]
@@ -151,7 +163,7 @@ def review_decision_order(*, image: Image, reviewer, queue_order: str, reopened:
 
     if image.is_gold:
         if decided_before():
-            raise ReviewConflict(f"{image} was already reviewed by you.")
+            raise ReviewConflict(f"{image} was already reviewed.")  # as an open image's second decision
         return GOLD
     waiting = image.final_label_id is None and image.label_source == ADJUDICATION
     if queue_order == ADJUDICATION or waiting:

@@ -151,7 +151,7 @@ def review_claim_next(
     # Gold images (settings.REVIEW_GOLD_RATE of the items, not claimed) fill some places.
     avoid = set(exclude_image_ids) | set(skipped_image_ids)
     gold_wanted = gold_draw_count(count=count, order=filters.order)
-    gold = gold_pick(reviewer=reviewer, model_version=model_version, wanted=gold_wanted, avoid=avoid)
+    gold = gold_pick(reviewer=reviewer, model_version=model_version, wanted=gold_wanted, avoid=avoid, filters=filters)
     claimed = _claim_more(
         reviewer=reviewer,
         filters=filters,

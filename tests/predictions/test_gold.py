@@ -302,8 +302,12 @@ def test_a_decision_on_gold_is_a_gold_check_that_never_changes_the_label(
     # Never twice: not served again, and a second decision is refused.
     served = review_claim_next(reviewer=reviewer, filters=QueueFilters(), count=2)
     assert gold_image.pk not in {p.image_id for p in served}
-    with pytest.raises(ReviewConflict):
+    with pytest.raises(ReviewConflict) as refused:
         review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=circle.pk)
+    review_decide(reviewer=reviewer, image_id=open_images[0].pk, label_id=circle.pk)
+    with pytest.raises(ReviewConflict) as refused_open:  # and in the words an open image's second decision gets
+        review_decide(reviewer=reviewer, image_id=open_images[0].pk, label_id=circle.pk)
+    assert str(refused.value).replace("gold.jpg", "open0.jpg") == str(refused_open.value)
     # The lead who labelled it is never measured on it.
     assert gold_image.pk not in {p.image_id for p in review_claim_next(reviewer=lead, filters=QueueFilters(), count=2)}
     # The history shows it as a gold check.
@@ -355,9 +359,34 @@ def test_the_screen_serves_gold_and_records_the_check(always_gold, client_for, r
     assert Image.objects.get(pk=gold_image.pk).final_label.name == "square"
 
 
-def test_gold_is_never_mixed_into_the_adjudication_order(always_gold, lead, gold_image, open_images):
-    filters = QueueFilters(order=QueueOrder.ADJUDICATION)
-    assert review_claim_next(reviewer=lead, filters=filters, count=2) == []
+@pytest.mark.parametrize("order", [QueueOrder.ADJUDICATION, QueueOrder.SUSPECTS])
+def test_gold_is_never_mixed_into_the_adjudication_or_suspects_order(always_gold, lead, gold_image, open_images, order):
+    """Neither is a queue of open images: a Lead's disagreements, flagged labels with their suspicion."""
+    assert gold_draw_count(count=50, order=order) == 0
+    assert gold_image.pk not in {p.image_id for p in review_claim_next(reviewer=lead, filters=QueueFilters(order=order))}
+
+
+def test_gold_follows_the_reviewers_filters(always_gold, reviewer, gold_image, open_images):
+    """A gold image from another batch, of another predicted label or confidence than the
+    reviewer chose would be the one item that does not fit."""
+    from images.models import UploadBatch
+
+    batch = UploadBatch.objects.create(name="chosen")
+    Image.objects.filter(pk__in=[image.pk for image in open_images]).update(batch=batch)
+    circle = Label.objects.get(name="circle").pk  # the gold image's prediction: circle at 0.55
+    misfits = {
+        "another batch": QueueFilters(batch_id=batch.pk),
+        "another label": QueueFilters(label_id=Label.objects.get(name="star").pk),
+        "below the range": QueueFilters(confidence_min=0.6),
+        "above the range": QueueFilters(confidence_max=0.5),
+    }
+    for why, filters in misfits.items():
+        served = {p.image_id for p in review_claim_next(reviewer=reviewer, filters=filters, count=2)}
+        assert gold_image.pk not in served, why
+        Image.objects.update(claimed_by=None, claimed_until=None)
+    Image.objects.filter(pk=gold_image.pk).update(batch=batch)
+    fitting = QueueFilters(batch_id=batch.pk, label_id=circle, confidence_min=0.5, confidence_max=0.6)
+    assert gold_image.pk in {p.image_id for p in review_claim_next(reviewer=reviewer, filters=fitting, count=2)}
 
 
 # --- accuracy ------------------------------------------------------------------------
