@@ -63,7 +63,10 @@ class ReviewerStatsView(View):
             raise PermissionDenied
         reviewer_ids = None if is_lead else [request.user.pk]
         days = stats.decisions_per_day(reviewer_ids=reviewer_ids)
-        lines = stats.reviewer_lines(reviewer_ids=reviewer_ids)
+        # A reviewer's own gold accuracy as of the start of the day: which of their decisions
+        # were gold checks is not theirs to know.
+        gold_before = None if is_lead else stats.start_of_today()
+        lines = stats.reviewer_lines(reviewer_ids=reviewer_ids, gold_before=gold_before)
         # Everyone with an overlap decision has a line of the Lead's: their names come from it.
         usernames = {line.reviewer_id: line.username for line in lines}
         context = {
@@ -81,5 +84,6 @@ class ReviewerStatsView(View):
             "blind": settings.REVIEW_BLIND,
             "pace_days": stats.PACE_DAYS,
             "confidence": stats.CONFIDENCE,
+            "gold_before": gold_before,
         }
         return TemplateResponse(request, "admin/predictions/review/stats.html", context)

@@ -129,7 +129,11 @@ def _count(decisions: QuerySet) -> Subquery:
 
 
 def reviewer_lines(
-    *, reviewer_ids: list[int] | None = None, now: dt.datetime | None = None, confidence: float = CONFIDENCE
+    *,
+    reviewer_ids: list[int] | None = None,
+    now: dt.datetime | None = None,
+    confidence: float = CONFIDENCE,
+    gold_before: dt.datetime | None = None,
 ) -> list[ReviewerLine]:
     """One line per reviewer with screen decisions (only `reviewer_ids` when given), busiest this week first.
 
@@ -141,7 +145,10 @@ def reviewer_lines(
     one. Gold checks and overlap decisions on adjudicated images are found from
     those images (a few thousand rows), not by testing every decision. Gold
     accuracy counts the checks on images that are gold now, against their label
-    now: a Lead who unmarks an image withdraws it as a reference.
+    now: a Lead who unmarks an image withdraws it as a reference. With
+    `gold_before`, only the checks made before then: a reviewer's own line counts
+    them up to the start of the day, so that reloading after each decision does not
+    tell which one was a gold check.
     """
     now = now or timezone.now()
     week = now - dt.timedelta(days=PACE_DAYS)
@@ -164,7 +171,7 @@ def reviewer_lines(
         .order_by("-week", "username")
         .values("pk", "username", "shown", "agreed_count", "today", "week", "timed", "seconds")
     )
-    checks = _checked_decisions()
+    checks = _checked_decisions(gold_before=gold_before)
     medians = _median_seconds(since=week, sizes={row["pk"]: row["timed"] for row in rows})
     lines = []
     for row in rows:
@@ -187,7 +194,7 @@ def reviewer_lines(
     return lines
 
 
-def _checked_decisions() -> dict[int, tuple[int, int, int, int]]:
+def _checked_decisions(*, gold_before: dt.datetime | None = None) -> dict[int, tuple[int, int, int, int]]:
     """reviewer id -> (gold checks, right ones, overlap decisions adjudicated, overturned ones), one query.
 
     Gold checks: on images that are gold now, right when equal to their label now.
@@ -197,6 +204,8 @@ def _checked_decisions() -> dict[int, tuple[int, int, int, int]]:
     """
     matches = Q(label_id=F("image__final_label_id"))
     gold = screen_decisions().filter(queue_order=GOLD, image__is_gold=True)
+    if gold_before is not None:
+        gold = gold.filter(created_at__lt=gold_before)
     adjudicated = screen_decisions().filter(queue_order=OVERLAP, image_id__in=_adjudicated_image_ids())
     parts = [
         # Counted by label (never null) rather than id: a column of the index, so that

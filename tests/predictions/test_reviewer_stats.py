@@ -125,6 +125,24 @@ def test_a_reviewer_sees_only_their_own_line(client_for, reviewer, history):
     assert "Agreement between reviewers" not in page
 
 
+def test_a_reviewers_own_gold_accuracy_counts_up_to_the_start_of_the_day(
+    client_for, reviewer, lead, labels, image_factory
+):
+    """Reloading after each decision must not tell which one was a gold check; a Lead sees them all."""
+    square = labels["square"]
+    earlier, today = image_factory(), image_factory()
+    Image.objects.filter(pk__in=[earlier.pk, today.pk]).update(final_label=square, is_gold=True)
+    record(reviewer, earlier, square, days_ago=1, queue_order="gold")
+    record(reviewer, today, square, queue_order="gold")
+
+    def gold_of(client):
+        return client.get(reverse(STATS)).context["lines"][0].gold.n
+
+    assert gold_of(client_for(reviewer)) == 1
+    assert gold_of(client_for(lead)) == 2
+    assert "up to the start of" in client_for(reviewer).get(reverse(STATS)).content.decode()
+
+
 def test_a_reviewer_without_decisions_is_told_so(client_for, second_reviewer, labels):
     page = client_for(second_reviewer).get(reverse(STATS)).content.decode()
     assert "No decisions on the review screen yet." in page
