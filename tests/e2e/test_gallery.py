@@ -104,7 +104,7 @@ def test_select_tiles_with_mouse_and_keys_and_set_a_label_then_back_to_the_table
     finals = page.eval_on_selector_all(
         "#result_list tbody tr",
         "rows => Object.fromEntries(rows.map(row => [row.querySelector('.field-original_name').innerText.trim(),"
-        " row.querySelector('.field-final_label').innerText.trim()]))",
+        " row.querySelector('.field-final_label, .field-label_seen').innerText.trim()]))",
     )
     assert finals == {"a.jpg": "square", "b.jpg": "square", "c.jpg": "square", "d.jpg": "-", "reviewed.jpg": "cross"}
 

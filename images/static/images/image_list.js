@@ -49,7 +49,8 @@ chosen is remembered (localStorage).
     const link = row.querySelector("th a, td a");
     const thumbnail = row.querySelector(".field-thumbnail_tag img");
     const name = cellText(row, "original_name");
-    const final = cellText(row, "final_label");
+    // label_seen: the column as those not told which images are gold see it (predictions/admin/gold.py).
+    const final = cellText(row, "final_label") || cellText(row, "label_seen");
     const predicted = cellText(row, "predicted_label");
     const confidence = cellText(row, "confidence");
     const empty = (text) => !text || text === "-" || text === "–";
