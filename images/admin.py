@@ -37,7 +37,7 @@ from predictions.admin.image_actions import (
 )
 from predictions.models import Label, ModelVersion
 from predictions.selectors import images as selectors
-from predictions.selectors.quality import gold_hidden_from
+from predictions.selectors.quality import gold_hidden_from, reviews_visible_to
 from predictions.selectors.versions import model_version_active_id
 
 from . import services
@@ -250,10 +250,17 @@ class ImageAdmin(
 
     @admin.display(description="review history")
     def review_history(self, image):
-        reviews = image.reviews.select_related("reviewer", "label", "prediction__label", "operation")
+        user = image.browse_request.user  # set by ImagePageMixin.get_object
+        reviews = reviews_visible_to(
+            user=user, reviews=image.reviews.select_related("reviewer", "label", "prediction__label", "operation")
+        )
         return render_to_string(
             "admin/images/image/review_history.html",
-            {"reviews": reviews, "next": reverse("admin:images_image_change", args=[image.pk])},
+            {
+                "reviews": reviews,
+                "next": reverse("admin:images_image_change", args=[image.pk]),
+                "gold_hidden": gold_hidden_from(user),
+            },
         )
 
 

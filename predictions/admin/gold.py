@@ -12,7 +12,7 @@ actions in predictions/admin/image_actions.py.
 """
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db.models import Case, CharField, F, Q, When
 from django.db.models.constants import LOOKUP_SEP
 from django.shortcuts import get_object_or_404, redirect
@@ -73,11 +73,11 @@ class GoldPanelMixin:
 
     def lookup_allowed(self, lookup, value, request=None):
         # The admin accepts a lookup on any of the model's own fields typed into the URL,
-        # list filter or not: ?is_gold=1 would list the gold images, ?final_label=3 the
+        # list filter or not: ?is_gold=1 would list the gold images, ?final_label_id=3 the
         # gold ones among the images labelled 3. Only the list's own filters answer.
-        if request is not None and gold_hidden_from(request.user) and lookup.split(LOOKUP_SEP)[0] in GOLD_REVEALING:
+        if (request is None or gold_hidden_from(request.user)) and _field_name(lookup) in GOLD_REVEALING:
             own = {item.parameter_name for item in self.get_list_filter(request) if isinstance(item, type)}
-            if lookup not in own:
+            if request is None or lookup not in own:
                 return False
         return super().lookup_allowed(lookup, value, request)
 
@@ -103,9 +103,18 @@ class GoldPanelMixin:
 GOLD_REVEALING = {"is_gold", "final_label", "reviewed_by", "reviewed_at", "review_count", "label_source"}
 
 
+def _field_name(lookup: str) -> str | None:
+    """The Image field a lookup starts from, by its name (final_label_id is final_label)."""
+    try:
+        return Image._meta.get_field(lookup.split(LOOKUP_SEP)[0]).name
+    except FieldDoesNotExist:
+        return None
+
+
 class LabelSeenFilter(admin.SimpleListFilter):
     """The final label filter for those gold_hidden_from: a gold image has no label. The same
-    parameter as the Leads' filter on the field, so that one link serves both."""
+    parameter as the Leads' filter on the field, so that a link to one label's images serves
+    both ("no label" is final_label__isnull there, "none" here)."""
 
     title = "final label"
     parameter_name = "final_label__id__exact"

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import BigIntegerField, Exists, OuterRef, Q
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -64,8 +67,9 @@ class LabelOperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return operations
         # A "label similar" names the image it started from and that image's label: a gold
         # image's is the reference label (a Lead may start one from it).
-        gold = list(Image.objects.filter(is_gold=True).values_list("pk", flat=True))
-        return operations.exclude(kind=LabelOperation.Kind.SIMILAR, params__image_id__in=gold) if gold else operations
+        source = Cast(KeyTextTransform("image_id", OuterRef("params")), BigIntegerField())
+        from_gold = Exists(Image.objects.filter(pk=source, is_gold=True))
+        return operations.exclude(Q(kind=LabelOperation.Kind.SIMILAR) & from_gold)
 
     # The reviews point at the operation; it goes only with them (undo is how it is taken back).
     def has_delete_permission(self, request, obj=None):

@@ -37,7 +37,12 @@ from django.utils import timezone
 
 from images.models import Image
 from predictions.models import LabelOperation, Review
-from predictions.selectors.quality import gold_images_relabelled_by_undo, image_label_state, image_review_rows
+from predictions.selectors.quality import (
+    gold_hidden_from,
+    gold_images_relabelled_by_undo,
+    image_label_state,
+    image_review_rows,
+)
 from predictions.selectors.queue import review_queue_starts_invalidate
 from predictions.services.label_audit import label_audit_due_check
 from reviewtool.batching import id_chunks
@@ -283,11 +288,13 @@ def label_operation_undo(*, operation: LabelOperation, user) -> int:
     stay in the history, marked undone.
     """
     gold = gold_images_relabelled_by_undo(reviews=Review.objects.filter(operation=operation))
+    if gold and gold_hidden_from(user):  # in the words the screen's undo uses: which images are gold is not said
+        raise ValidationError(f"{operation} can no longer be undone here: a Lead can undo it.")
     if gold:
         names = ", ".join(gold[:GOLD_NAMES_SHOWN]) + (", …" if len(gold) > GOLD_NAMES_SHOWN else "")
         raise ValidationError(
             f"{operation} was not undone: it would change the reference label of {len(gold)} gold image(s) ({names}). "
-            "A Lead can unmark them (the image page's Gold row, or the image list's “Unmark gold” action); "
+            "Unmark them first (the image page's Gold row, or the image list's “Unmark gold” action); "
             "then undo again."
         )
     now = timezone.now()

@@ -88,7 +88,7 @@ def test_a_lead_marks_and_unmarks_gold_from_the_changelist(client_for, lead, pre
     assert not Image.objects.get(pk=image.pk).is_gold
 
 
-def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, reviewer, gold_image):
+def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, reviewer, gold_image, open_images):
     client = client_for(reviewer)
     changelist = client.get(reverse(CHANGELIST)).content.decode()
     assert "mark_gold" not in changelist and "is_gold" not in changelist
@@ -103,8 +103,13 @@ def test_a_reviewer_has_no_gold_action_filter_field_or_toggle(client_for, review
     for lookup in ("is_gold", "is_gold__exact", "is_gold__in"):
         assert client.get(reverse(CHANGELIST), {lookup: "1"}).status_code == 400, lookup
     # ... nor as the list an image page was opened from: its neighbours come from the whole list.
-    page = client.get(reverse("admin:images_image_change", args=[gold_image.pk]), {"_changelist_filters": "is_gold=1"})
-    assert page.status_code == 200
+    def neighbours(filters):
+        url = reverse("admin:images_image_change", args=[gold_image.pk])
+        page = client.get(url, {"_changelist_filters": filters} if filters else {})
+        assert page.status_code == 200
+        return re.findall(r'id="image-(?:previous|next)"[^>]*href="([^"?]+)', page.content.decode())
+
+    assert neighbours("is_gold=1") == neighbours("") != []
 
     # The image page neither says it is gold nor shows its reference label or history.
     page = client.get(reverse("admin:images_image_change", args=[gold_image.pk])).content.decode()
@@ -159,7 +164,9 @@ def test_the_image_list_shows_a_reviewer_a_gold_image_as_an_open_one(
         first, last = unlabelled.index(True), len(unlabelled) - unlabelled[::-1].index(True)
         assert all(unlabelled[first:last]), listed
         assert [name for name, *_ in listed].index("gold.jpg") in range(first, last), listed
-    for lookup in ("final_label", "final_label__name", "final_label__isnull", "reviewed_at__isnull", "label_source"):
+    typed = ("final_label", "final_label_id", "final_label__name", "final_label__isnull", "reviewed_at__isnull",
+             "reviewed_by_id", "review_count__gt", "label_source", "is_gold")  # fmt: skip
+    for lookup in typed:
         assert client.get(reverse(CHANGELIST), {lookup: "1"}).status_code == 400, lookup
 
     lead_rows = {name: (label, status) for name, label, status in _listed(client_for(lead))}
@@ -207,11 +214,27 @@ def test_a_gold_images_page_is_an_open_ones_to_a_reviewer(client_for, reviewer, 
     assert page(gold_image, client_for(lead)) != page(open_images[0], client_for(lead))  # a Lead sees the truth
 
 
+def test_the_image_pages_history_of_a_once_gold_image_shows_no_gold_checks_to_a_reviewer(
+    always_gold, client_for, reviewer, second_reviewer, lead, gold_image
+):
+    star = Label.objects.get(name="star").pk
+    review_decide(reviewer=second_reviewer, image_id=gold_image.pk, label_id=star)
+    review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=star)
+    images_gold_set(image_ids=[gold_image.pk], gold=False)  # labelled and not gold: its review fields show
+    url = reverse("admin:images_image_change", args=[gold_image.pk])
+
+    page = client_for(reviewer).get(url).content.decode()
+    assert "field-review_history" in page
+    assert "reviewer2" not in page and "gold check" not in page  # the other's check, and what the own one was
+    lead_page = client_for(lead).get(url).content.decode()
+    assert "reviewer2" in lead_page and lead_page.count("gold check: the label stays") == 2
+
+
 def test_a_label_similar_started_from_a_gold_image_is_a_leads_to_see(client_for, reviewer, lead, gold_image):
     """Its description names the image and its label: the reference label."""
     from predictions.models import LabelOperation
 
-    LabelOperation.objects.create(
+    from_gold = LabelOperation.objects.create(
         kind=LabelOperation.Kind.SIMILAR, created_by=lead, description="Like image gold.jpg: square",
         params={"image_id": gold_image.pk, "threshold": 0.9, "label_id": gold_image.final_label_id},
     )  # fmt: skip
@@ -223,6 +246,9 @@ def test_a_label_similar_started_from_a_gold_image_is_a_leads_to_see(client_for,
 
     seen = client_for(reviewer).get(operations).content.decode()
     assert "gold.jpg" not in seen and "other.jpg" in seen
+    page = reverse("admin:predictions_labeloperation_change", args=[from_gold.pk])
+    assert client_for(reviewer).get(page).status_code == 302  # "does not exist"
+    assert "gold.jpg" in client_for(lead).get(page).content.decode()
     assert "gold.jpg" in client_for(lead).get(operations).content.decode()
 
 
