@@ -9,7 +9,7 @@ and 5% of the decisions are gold checks on them; 5% are bulk (grid) decisions; a
 fifth as many images again wait unreviewed. The page is requested as the Lead
 (everyone's lines, agreement between reviewers, the adjudication backlog) through
 Django's test client in-process against a file SQLite database, measured as in
-bench/admin_scale.py: warmed up once, the median of several requests, and its SQL
+bench/admin_scale.py: warmed up once, the median of nine requests, and its SQL
 queries counted on one more; each of that request's queries is then run again on its
 own and timed with its rows fetched (query_times).
 
@@ -63,7 +63,7 @@ PAGE = Page("reviewer statistics (Lead)", "admin:predictions_review_stats", "lea
 def add_arguments(parser) -> None:
     parser.add_argument("--small-reviews", type=int)
     parser.add_argument("--large-reviews", type=int)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
 
 
 def run(options) -> Report:
