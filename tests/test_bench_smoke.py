@@ -51,7 +51,10 @@ def test_generated_rows_look_like_reviewed_predictions(generated_rows):
     assert Review.objects.count() == Image.objects.filter(final_label__isnull=False, review_count=1).count() == 6
 
 
-@pytest.mark.parametrize("page", ["image changelist", "image changelist (reviewer)", "review screen", "review next (JSON)"])
+ADMIN_PAGES = ["image changelist", "image changelist (reviewer)", "review screen", "review next (JSON)"]
+
+
+@pytest.mark.parametrize("page", ADMIN_PAGES)
 def test_admin_pages_measured_by_the_benchmark_answer(generated_rows, lead, reviewer, page):
     from bench.admin_scale import PAGES, measure
 

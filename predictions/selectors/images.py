@@ -93,7 +93,9 @@ def _reviewed_q(*, gold_as_open: bool) -> Q:
     return Q(final_label__isnull=False, is_gold=False) if gold_as_open else Q(final_label__isnull=False)
 
 
-def images_with_review_status(queryset: QuerySet[Image], status: str, *, gold_as_open: bool = False) -> QuerySet[Image]:
+def images_with_review_status(
+    queryset: QuerySet[Image], status: str, *, gold_as_open: bool = False
+) -> QuerySet[Image]:
     """Filter a queryset of images_with_active_prediction() on its review status (gold images
     as open ones with ``gold_as_open``).
 

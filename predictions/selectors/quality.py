@@ -249,4 +249,5 @@ def reviews_visible_to(*, user, reviews):
         return reviews
     waiting = Q(image__final_label__isnull=True, image__label_source__in=[OVERLAP, ADJUDICATION])
     others = ~Q(reviewer=user)
-    return reviews.exclude(others & (Q(queue_order=GOLD) | Q(image__is_gold=True) | (Q(queue_order=OVERLAP) & waiting)))
+    hidden = Q(queue_order=GOLD) | Q(image__is_gold=True) | (Q(queue_order=OVERLAP) & waiting)
+    return reviews.exclude(others & hidden)

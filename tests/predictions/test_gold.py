@@ -389,7 +389,8 @@ def test_the_screen_serves_gold_and_records_the_check(always_gold, client_for, r
 def test_gold_is_never_mixed_into_the_adjudication_or_suspects_order(always_gold, lead, gold_image, open_images, order):
     """Neither is a queue of open images: a Lead's disagreements, flagged labels with their suspicion."""
     assert gold_draw_count(count=50, order=order) == 0
-    assert gold_image.pk not in {p.image_id for p in review_claim_next(reviewer=lead, filters=QueueFilters(order=order))}
+    served = review_claim_next(reviewer=lead, filters=QueueFilters(order=order))
+    assert gold_image.pk not in {p.image_id for p in served}
 
 
 def test_gold_follows_the_reviewers_filters(always_gold, reviewer, gold_image, open_images):
