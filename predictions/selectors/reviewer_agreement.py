@@ -60,9 +60,11 @@ def overlap_agreement(*, usernames: Mapping[int, str] | None = None) -> Agreemen
     and adjudications are not independent overlap decisions and are left out.
     `usernames` (reviewer id -> name) saves looking the names up when the caller has them.
     """
+    names = dict(Label.objects.values_list("pk", "name"))
+    packable = max(names, default=0) < 2**32 and get_user_model()._meta.pk.get_internal_type() == "AutoField"
     tables: dict[tuple[int, int], Counter] = defaultdict(Counter)
     lists: Counter = Counter()
-    for decisions, images in _decision_sets().items():
+    for decisions, images in _decision_sets(packable=packable).items():
         lists[tuple(label for _, label in decisions)] += images
         # Sorted by reviewer: the first of a pair is the one with the lower id.
         for (first, label_a), (second, label_b) in combinations(decisions, 2):
@@ -79,7 +81,6 @@ def overlap_agreement(*, usernames: Mapping[int, str] | None = None) -> Agreemen
         )  # fmt: skip
         for (first, second), table in tables.items()
     ]
-    names = dict(Label.objects.values_list("pk", "name"))
     table = coincidences(lists)
     per_class = alpha_per_class_from_coincidences(table)
     return Agreement(
@@ -91,18 +92,21 @@ def overlap_agreement(*, usernames: Mapping[int, str] | None = None) -> Agreemen
     )
 
 
-def _decision_sets() -> Counter:
+def _decision_sets(*, packable: bool = True) -> Counter:
     """(reviewer, label) decisions sorted -> how many overlap images received exactly those,
     over the images with two or more live screen overlap decisions.
 
     Images with two decisions (all of them when REVIEW_OVERLAP_K is 2) are counted in
     the database, a row per distinct pair of decisions: each decision packed into one
     number, label × PACK + reviewer, so that an image's MIN and MAX are its two decisions
-    whole (reviewer ids are auth users', an AutoField below 2**31; label ids below 2**32,
-    so the number fits 64 bits). Images with more come as their decisions, in a second
-    query made only when there are any: a MIN and a MAX no longer hold them.
+    whole. That needs reviewer ids below 2**31 (auth users', an AutoField) and label ids
+    below 2**32, so that the number fits 64 bits: `packable` says so. Images with more
+    decisions, or every image when the ids do not fit, come as their decisions, in a
+    second query made only when there are any: a MIN and a MAX no longer hold them.
     """
     overlap = screen_decisions().filter(queue_order=OVERLAP).order_by()
+    if not packable:
+        return _decision_sets_from_rows(overlap, at_least=2)
     packed = F("label_id") * Value(PACK) + F("reviewer_id")
     per_image = (
         overlap.values("image_id")
@@ -125,9 +129,16 @@ def _decision_sets() -> Counter:
         if decisions == 2:
             sets[tuple(sorted(divmod(value, PACK)[::-1] for value in (low, high)))] += images
     if any(decisions > 2 for decisions, *_ in counted):
-        many = overlap.values("image_id").annotate(n=Count("*")).filter(n__gt=2).values("image_id")
-        rows = overlap.filter(image_id__in=many).order_by("image_id").values_list("image_id", "reviewer_id", "label_id")
-        for _, decisions in groupby(rows, key=itemgetter(0)):
-            sets[tuple(sorted((reviewer, label) for _, reviewer, label in decisions))] += 1
+        sets.update(_decision_sets_from_rows(overlap, at_least=3))
+    return sets
+
+
+def _decision_sets_from_rows(overlap, *, at_least: int) -> Counter:
+    """_decision_sets over the images with `at_least` decisions, read as their decisions."""
+    sets: Counter = Counter()
+    many = overlap.values("image_id").annotate(n=Count("*")).filter(n__gte=at_least).values("image_id")
+    rows = overlap.filter(image_id__in=many).order_by("image_id").values_list("image_id", "reviewer_id", "label_id")
+    for _, decisions in groupby(rows, key=itemgetter(0)):
+        sets[tuple(sorted((reviewer, label) for _, reviewer, label in decisions))] += 1
     return sets
 

@@ -344,6 +344,9 @@ def test_the_numbers_match_a_row_by_row_reference(
             assert (line.overturned.successes, line.overturned.n) == want["overturned"], name
         assert [line.week for line in got.values()] == sorted((line.week for line in got.values()), reverse=True)
 
+    from predictions.selectors import reviewer_agreement
+
+    assert reviewer_agreement._decision_sets(packable=False) == reviewer_agreement._decision_sets()  # rows = SQL
     agreement = overlap_agreement()
     assert {(p.first, p.second): (p.images, p.agreed) for p in agreement.pairs} == {
         key: (len(cells), sum(a == b for a, b in cells)) for key, cells in pairs.items()
@@ -387,3 +390,7 @@ def test_agreement_holds_the_largest_ids_its_packing_allows(reviewer, labels, im
     assert (pair.first, pair.second, pair.images, pair.agreed) == (reviewer.username, "top", 4, 3)
     assert (agreement.images, agreement.decisions) == (4, 8)
     assert set(agreement.alpha_per_class) == {"odd", "circle", "square"}
+
+    # A label id past what fits: the images are read as their decisions instead, with the same result.
+    Label.objects.create(pk=2**32, name="beyond")
+    assert overlap_agreement() == agreement
