@@ -169,6 +169,10 @@ def test_the_image_list_shows_a_reviewer_a_gold_image_as_an_open_one(
     for lookup in typed:
         assert client.get(reverse(CHANGELIST), {lookup: "1"}).status_code == 400, lookup
 
+    # Nor in the filters' counts (?_facets=1): the gold image counts as unlabelled and predicted.
+    side = client.get(reverse(CHANGELIST), {"_facets": "True"}).content.decode().split('id="changelist-filter"')[1]
+    assert "square (0)" in side and "No label (4)" in side and "Predicted (4)" in side and "Reviewed (1)" in side
+
     lead_rows = {name: (label, status) for name, label, status in _listed(client_for(lead))}
     assert lead_rows["gold.jpg"] == ("square", "reviewed")
     assert {name for name, *_ in _listed(client_for(lead), final_label__id__exact=square)} == {"gold.jpg"}
