@@ -13,7 +13,7 @@ actions in predictions/admin/image_actions.py.
 
 from django.contrib import admin, messages
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
-from django.db.models import Case, CharField, F, Q, When
+from django.db.models import Case, CharField, F, When
 from django.db.models.constants import LOOKUP_SEP
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -22,7 +22,8 @@ from django.views.decorators.http import require_POST
 
 from images.models import Image
 from predictions.models import Label
-from predictions.selectors.quality import gold_hidden_from
+from predictions.selectors.images import image_labelled_q
+from predictions.selectors.quality import gold_hidden_from, image_label_seen_id
 from predictions.services.quality import LEAD_PERMISSION, images_gold_set
 
 GOLD_HELP = (
@@ -44,7 +45,7 @@ class GoldPanelMixin:
             return fieldsets
         if request.user.has_perm(LEAD_PERMISSION):
             return [*fieldsets, ("Gold", {"fields": ["gold_panel"], "description": GOLD_HELP})]
-        if obj.is_gold or obj.final_label_id is None:
+        if image_label_seen_id(image=obj, user=request.user) is None:
             # The reviewer may be the next one shown it: neither the reference label nor the
             # other reviewers' independent decisions (an overlap image's) are theirs to see,
             # and a gold image's page is an open one's.
@@ -124,10 +125,11 @@ class LabelSeenFilter(admin.SimpleListFilter):
         return [*((str(label.pk), label.name) for label in Label.objects.all()), (self.NONE, "No label")]
 
     def queryset(self, request, queryset):
+        labelled = image_labelled_q(gold_as_open=True)
         if self.value() == self.NONE:
-            return queryset.filter(Q(final_label__isnull=True) | Q(is_gold=True))
+            return queryset.exclude(labelled)
         if self.value() and self.value().isdigit():
-            return queryset.filter(final_label_id=int(self.value()), is_gold=False)
+            return queryset.filter(labelled, final_label_id=int(self.value()))
         return queryset
 
 

@@ -38,7 +38,7 @@ from images.models import Image
 from predictions.admin.image_actions import REVIEW_PERMISSION
 from predictions.admin.operations import undo_url
 from predictions.models import Label
-from predictions.selectors.quality import gold_hidden_from
+from predictions.selectors.quality import gold_hidden_from, image_label_seen_id
 from predictions.selectors.queue import label_shortcuts
 from predictions.services.reviews import reviews_grid_set_label
 
@@ -143,7 +143,7 @@ class ImagePageMixin:
         before, after = self.image_neighbours(request, image.pk)
         # Keys on a gold image too for those not told which are gold (its page is an open one's):
         # the label is refused as on an image claimed on the review screen.
-        looks_open = image.final_label_id is None or (image.is_gold and gold_hidden_from(request.user))
+        looks_open = image_label_seen_id(image=image, user=request.user) is None
         may_label = request.user.has_perm(REVIEW_PERMISSION) and looks_open
         return render_to_string(
             "admin/predictions/image_browse.html",

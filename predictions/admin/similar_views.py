@@ -28,8 +28,7 @@ from images.models import Image
 from predictions.admin.operations import undo_url
 from predictions.admin.review_views import ReviewScreenMixin
 from predictions.selectors.similar import LABEL_SIMILAR_MAX, SimilarImage, similar_images, similar_unreviewed_images
-from predictions.selectors.quality import gold_hidden_from
-from predictions.services.quality import LEAD_PERMISSION
+from predictions.selectors.quality import gold_hidden_from, image_label_seen_id
 from predictions.services.similar import label_similar_apply
 
 DEFAULT_THRESHOLD = 0.9
@@ -40,12 +39,8 @@ def _thumbnail_url(item: SimilarImage) -> str | None:
 
 
 def _may_label_like(user, image: Image) -> bool:
-    """Whether ``user`` may hand on ``image``'s label (it has one; a gold one only by a Lead)."""
-    return (
-        image.final_label_id is not None
-        and user.has_perm("predictions.add_review")
-        and (not image.is_gold or user.has_perm(LEAD_PERMISSION))
-    )
+    """Whether ``user`` may hand on ``image``'s label (it has one they see; a gold one only a Lead)."""
+    return image_label_seen_id(image=image, user=user) is not None and user.has_perm("predictions.add_review")
 
 
 class SimilarPanelMixin:
@@ -115,7 +110,7 @@ class LabelSimilarView(View):
             raise PermissionDenied
         self.image = get_object_or_404(Image.objects.select_related("final_label"), pk=image_id)
         # A gold image has no label to those not told which are gold: the same answer as an open one's.
-        if self.image.final_label_id is None or (self.image.is_gold and gold_hidden_from(request.user)):
+        if image_label_seen_id(image=self.image, user=request.user) is None:
             messages.warning(request, f"{self.image} has no label yet: review it first, then label similar images.")
             return redirect("admin:images_image_change", self.image.pk)
         return super().dispatch(request, image_id)

@@ -58,7 +58,7 @@ def images_with_active_prediction(
     """
     if version_id is None:
         version_id = model_version_active_id()
-    reviewed = _reviewed_q(gold_as_open=gold_as_open)
+    reviewed = image_labelled_q(gold_as_open=gold_as_open)
     if version_id is None:
         return queryset.alias(
             has_active_prediction=Value(False),
@@ -89,7 +89,9 @@ def images_with_active_prediction(
     )
 
 
-def _reviewed_q(*, gold_as_open: bool) -> Q:
+def image_labelled_q(*, gold_as_open: bool = False) -> Q:
+    """The images with a label (a gold one has none with ``gold_as_open``): the reviewed status,
+    and the image list's label filter for those predictions.selectors.quality.gold_hidden_from."""
     return Q(final_label__isnull=False, is_gold=False) if gold_as_open else Q(final_label__isnull=False)
 
 
@@ -102,7 +104,7 @@ def images_with_review_status(
     Plain conditions on the joined columns rather than on the CASE expression, so
     the database can use its indexes.
     """
-    reviewed = _reviewed_q(gold_as_open=gold_as_open)
+    reviewed = image_labelled_q(gold_as_open=gold_as_open)
     if status == ReviewStatus.REVIEWED:
         return queryset.filter(reviewed)
     unreviewed = queryset.exclude(reviewed) if gold_as_open else queryset.filter(final_label__isnull=True)

@@ -240,6 +240,11 @@ def gold_hidden_from(user) -> bool:
     return not user.has_perm("predictions.change_review")
 
 
+def image_label_seen_id(*, image: Image, user) -> int | None:
+    """The image's label as ``user`` sees it: none on a gold image for those gold_hidden_from."""
+    return None if image.is_gold and gold_hidden_from(user) else image.final_label_id
+
+
 def reviews_visible_to(*, user, reviews):
     """The review history a user may read: a Lead all of it; anyone else not the others' gold
     checks, nor the others' decisions on images gold now (the one that gave the reference
