@@ -42,6 +42,29 @@ def cluster(django_db_setup, tmp_path_factory):
             _stop(running.process)
 
 
+@pytest.fixture(autouse=True)
+def cluster_idle_afterwards(cluster):
+    """Each test ends with the cluster idle: work a test queued and did not wait for (the
+    predictions of the images it uploaded to export them, say) would still be writing while
+    the test's tables are truncated, and on PostgreSQL the two deadlock.
+
+    With the ORM broker a task leaves the queue only once its result is saved, so an empty
+    queue (none waiting, none taken) is an idle cluster; with Redis the cluster's own
+    published queues must be empty too.
+    """
+    yield
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+
+    def idle():
+        """the cluster to finish every task queued"""
+        stat = cluster_status(cluster)
+        return broker.queue_size() + (broker.lock_size() or 0) == 0 and (stat is None or stat.empty_queues())
+
+    wait_for(idle, timeout=TIMEOUT_SECONDS, cluster=cluster)
+
+
 def wait_done(rows, *, cluster, what: str, field="status", done_statuses=("done",), failed_statuses=("failed",)):
     """Until every row of ``rows`` (a queryset) has a final ``field``; fail with the errors otherwise."""
     final = {f"{field}__in": (*done_statuses, *failed_statuses)}
