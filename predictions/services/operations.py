@@ -287,22 +287,17 @@ def label_operation_undo(*, operation: LabelOperation, user) -> int:
     reviewers are measured against (unmarking it first is theirs to decide). Reviews
     stay in the history, marked undone.
     """
-    gold = gold_images_relabelled_by_undo(reviews=Review.objects.filter(operation=operation))
-    if gold and gold_hidden_from(user):  # in the words the screen's undo uses: which images are gold is not said
-        raise ValidationError(f"{operation} can no longer be undone here: a Lead can undo it.")
-    if gold:
-        names = ", ".join(gold[:GOLD_NAMES_SHOWN]) + (", …" if len(gold) > GOLD_NAMES_SHOWN else "")
-        raise ValidationError(
-            f"{operation} was not undone: it would change the reference label of {len(gold)} gold image(s) ({names}). "
-            "Unmark them first (the image page's Gold row, or the image list's “Unmark gold” action); "
-            "then undo again."
-        )
     now = timezone.now()
-    claimed = LabelOperation.objects.filter(pk=operation.pk, undone_at__isnull=True).update(
-        undone_at=now, undone_by=user
-    )
-    if not claimed:
-        raise ValidationError(f"{operation} was undone already.")
+    with transaction.atomic():
+        # Claimed first, then checked: a Lead marking gold meanwhile either committed
+        # before the check, or waits for this claim and then skips these images
+        # (predictions.services.quality.images_gold_set).
+        claimed = LabelOperation.objects.filter(pk=operation.pk, undone_at__isnull=True).update(
+            undone_at=now, undone_by=user
+        )
+        if not claimed:
+            raise ValidationError(f"{operation} was undone already.")
+        _refuse_relabelling_gold(operation=operation, user=user)
     image_ids = list(
         Review.objects.filter(operation=operation, undone_at__isnull=True).values_list("image_id", flat=True)
     )
@@ -316,6 +311,19 @@ def label_operation_undo(*, operation: LabelOperation, user) -> int:
     review_queue_starts_invalidate()
     operation.undone_at, operation.undone_by = now, user
     return len(image_ids)
+
+
+def _refuse_relabelling_gold(*, operation: LabelOperation, user) -> None:
+    gold = gold_images_relabelled_by_undo(reviews=Review.objects.filter(operation=operation))
+    if gold and gold_hidden_from(user):  # in the words the screen's undo uses: which images are gold is not said
+        raise ValidationError(f"{operation} can no longer be undone here: a Lead can undo it.")
+    if gold:
+        names = ", ".join(gold[:GOLD_NAMES_SHOWN]) + (", …" if len(gold) > GOLD_NAMES_SHOWN else "")
+        raise ValidationError(
+            f"{operation} was not undone: it would change the reference label of {len(gold)} gold image(s) ({names}). "
+            "Unmark them first (the image page's Gold row, or the image list's “Unmark gold” action); "
+            "then undo again."
+        )
 
 
 def images_review_state_refresh(*, image_ids: Iterable[int]) -> None:

@@ -8,7 +8,7 @@ predictions/selectors/quality.py; the statistics in predictions/selectors/review
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 from images.models import Image
-from predictions.models import ModelVersion, Prediction, Review
+from predictions.models import LabelOperation, ModelVersion, Prediction, Review
 from predictions.selectors.quality import ADJUDICATION, GOLD, OVERLAP, images_in_overlap
 from predictions.selectors.queue import QueueFilters, QueueOrder, predictions_chosen, review_queue
 from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
@@ -29,6 +29,8 @@ class GoldSkip:
     UNREVIEWED = "no label yet"
     AUTO = "label not checked by a person (auto-accepted)"
     UNCHANGED = "already so"
+    UNDOING = "label being undone"
+    RELABELLED = "label changed meanwhile"
 
 
 @dataclass
@@ -43,10 +45,17 @@ class GoldResult:
 @transaction.atomic
 def images_gold_set(*, image_ids: Collection[int], gold: bool) -> GoldResult:
     """Mark images gold (or unmark them). Only an image with a label a person gave can be gold:
-    its label is the reference a reviewer's decision is compared with."""
+    its label is the reference a reviewer's decision is compared with.
+
+    The label marked is the one read here: an image relabelled before the mark is
+    written (an undo from the review screen) is skipped, as is one whose label a bulk
+    operation being undone gave (its undo would take it away: label_operation_undo).
+    """
     result = GoldResult()
-    rows = Image.objects.filter(pk__in=list(image_ids)).values_list("pk", "is_gold", "final_label_id", "label_source")
-    changing = []
+    image_ids = list(image_ids)
+    rows = list(Image.objects.filter(pk__in=image_ids).values_list("pk", "is_gold", "final_label_id", "label_source"))
+    undoing = _images_of_operations_being_undone(image_ids=image_ids) if gold else set()
+    changing: dict[int | None, list[int]] = defaultdict(list)  # marked: by the label read
     for pk, is_gold, final_label_id, label_source in rows:
         if is_gold == gold:
             result.skipped[GoldSkip.UNCHANGED] += 1
@@ -54,11 +63,32 @@ def images_gold_set(*, image_ids: Collection[int], gold: bool) -> GoldResult:
             result.skipped[GoldSkip.UNREVIEWED] += 1
         elif gold and label_source == Review.Source.AUTO:
             result.skipped[GoldSkip.AUTO] += 1
+        elif pk in undoing:
+            result.skipped[GoldSkip.UNDOING] += 1
         else:
-            changing.append(pk)
-    guard = {"final_label__isnull": False} if gold else {}
-    result.changed = Image.objects.filter(pk__in=changing, **guard).update(is_gold=gold)
+            changing[final_label_id if gold else None].append(pk)
+    for final_label_id, pks in changing.items():
+        same_label = {"final_label_id": final_label_id} if gold else {}
+        changed = Image.objects.filter(pk__in=pks, **same_label).update(is_gold=gold)
+        result.changed += changed
+        if changed < len(pks):
+            result.skipped[GoldSkip.RELABELLED] += len(pks) - changed
     return result
+
+
+def _images_of_operations_being_undone(*, image_ids: list[int]) -> set[int]:
+    """Images with a live review from a bulk operation whose undo has begun.
+
+    The operations' rows are locked first: an undo that has claimed one commits
+    before this reads it, and one that has not waits for this transaction, then
+    finds the images gold (label_operation_undo checks after its claim).
+    """
+    live = Review.objects.filter(image_id__in=image_ids, undone_at__isnull=True, operation__isnull=False)
+    operations = LabelOperation.objects.select_for_update(of=("self",)).filter(pk__in=live.values("operation_id"))
+    undoing = [pk for pk, undone_at in operations.values_list("pk", "undone_at") if undone_at is not None]
+    if not undoing:
+        return set()
+    return set(live.filter(operation_id__in=undoing).values_list("image_id", flat=True))
 
 
 # --- the queue: gold images mixed in --------------------------------------------------

@@ -318,6 +318,9 @@ def review_undo_last(*, reviewer, review_id: int | None = None) -> Review | None
         review = reviews.select_related("image", "label", "prediction").order_by("-created_at", "-id").first()
         if review is None:
             return None
+        # Locked before the gold check: a Lead's mark committed first is seen; one
+        # written after waits, then finds the label it read gone (images_gold_set).
+        list(Image.objects.select_for_update().filter(pk=review.image_id).values_list("pk"))
         if gold_images_relabelled_by_undo(reviews=Review.objects.filter(pk=review.pk)):
             raise ReviewConflict(f"“{review.image}” can no longer be undone here: a Lead can change its label.")
         review_undo(review=review)

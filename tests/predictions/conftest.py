@@ -135,3 +135,50 @@ def prediction_factory(db, image_factory, stub_model_version_factory):
         )
 
     return create
+
+
+@pytest.fixture
+def a_lead_marks_gold_meanwhile(monkeypatch):
+    """Patch ``module``'s gold check so that, once it has looked, a Lead marks ``image_id`` gold
+    from another thread and connection, given half a second to finish before the caller goes on
+    (it may have to wait for the caller's transaction). Yields that mark's outcome, once joined."""
+    import threading
+
+    from django.db import connection
+
+    from predictions.services.quality import images_gold_set
+
+    marks: list[tuple[threading.Thread, dict]] = []
+
+    def patch(module, *, image_id: int) -> None:
+        check = module.gold_images_relabelled_by_undo
+
+        def check_then_mark(**kwargs):
+            found = check(**kwargs)
+            outcome: dict = {}
+
+            def mark() -> None:
+                try:
+                    outcome["result"] = images_gold_set(image_ids=[image_id], gold=True)
+                except Exception as exc:  # noqa: BLE001 - the test reads it
+                    outcome["error"] = exc
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=mark)
+            thread.start()
+            thread.join(0.5)
+            marks.append((thread, outcome))
+            return found
+
+        monkeypatch.setattr(module, "gold_images_relabelled_by_undo", check_then_mark)
+
+    def outcome() -> dict:
+        thread, result = marks[-1]
+        thread.join(30)
+        return result
+
+    patch.outcome = outcome
+    yield patch
+    for thread, _ in marks:
+        thread.join(30)

@@ -345,6 +345,51 @@ def test_a_decision_on_gold_is_a_gold_check_that_never_changes_the_label(
     assert "gold check: the label stays" in page
 
 
+# Threads with their own connections: the data must be committed (serialized_rollback: see
+# test_label_imports).
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_lead_marking_gold_while_the_screens_undo_checks_never_leaves_a_gold_image_unlabelled(
+    reviewer, prediction_factory, a_lead_marks_gold_meanwhile
+):
+    """The mark comes right after the undo looked for gold: on PostgreSQL, with the image row not
+    locked first, the mark went through and the undo then took the gold image's label."""
+    from predictions.services import reviews
+
+    image = prediction_factory(name="mine.jpg").image
+    decision = review_submit(image=image, reviewer=reviewer, label=Label.objects.get(name="star"))
+    a_lead_marks_gold_meanwhile(reviews, image_id=image.pk)
+
+    assert review_undo_last(reviewer=reviewer, review_id=decision.pk) is not None
+
+    mark = a_lead_marks_gold_meanwhile.outcome()
+    image.refresh_from_db()
+    assert not image.is_gold and image.final_label is None
+    assert mark["result"].changed == 0
+    assert set(mark["result"].skipped) <= {GoldSkip.RELABELLED, GoldSkip.UNREVIEWED}
+
+
+def test_a_gold_mark_is_of_the_label_read_and_skips_an_image_relabelled_before_its_write(
+    reviewer, prediction_factory, monkeypatch
+):
+    from predictions.services import quality
+
+    image = prediction_factory().image
+    decision = review_submit(image=image, reviewer=reviewer, label=Label.objects.get(name="star"))
+    look = quality._images_of_operations_being_undone
+
+    def look_then_the_reviewer_undoes(**kwargs):
+        found = look(**kwargs)
+        review_undo_last(reviewer=reviewer, review_id=decision.pk)
+        review_submit(image=Image.objects.get(pk=image.pk), reviewer=reviewer, label=Label.objects.get(name="circle"))
+        return found
+
+    monkeypatch.setattr(quality, "_images_of_operations_being_undone", look_then_the_reviewer_undoes)
+    result = images_gold_set(image_ids=[image.pk], gold=True)
+
+    assert (result.changed, result.skipped) == (0, {GoldSkip.RELABELLED: 1})
+    assert not Image.objects.get(pk=image.pk).is_gold
+
+
 def test_undoing_a_gold_check_leaves_the_label_and_lets_it_come_back(always_gold, reviewer, gold_image, open_images):
     review_decide(reviewer=reviewer, image_id=gold_image.pk, label_id=Label.objects.get(name="star").pk)
     assert review_undo_last(reviewer=reviewer) is not None

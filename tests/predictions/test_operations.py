@@ -116,6 +116,31 @@ def test_undo_is_refused_while_it_would_change_a_gold_images_reference_label(ima
     assert Image.objects.get(pk=gold.pk).final_label is None
 
 
+# Threads with their own connections: the data must be committed (serialized_rollback as in
+# test_label_imports: a flush after another transactional test leaves no permissions).
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_lead_marking_gold_while_an_undo_checks_never_leaves_a_gold_image_relabelled(
+    image_factory, labels, reviewer, a_lead_marks_gold_meanwhile
+):
+    """The mark comes right after the undo looked for gold images. Checked before the undo
+    claimed the operation, the mark went through and the undo then took the gold image's label."""
+    from predictions.services.quality import GoldSkip
+
+    image = image_factory(name="ref.jpg")
+    result = _apply([image], labels["circle"], reviewer)
+    a_lead_marks_gold_meanwhile(operations, image_id=image.pk)
+
+    assert label_operation_undo(operation=result.operation, user=reviewer) == 1
+
+    mark = a_lead_marks_gold_meanwhile.outcome()
+    image.refresh_from_db()
+    assert not image.is_gold and image.final_label is None
+    # It waited for the undo's claim, then skipped the image (on SQLite it may come after the
+    # undo's write, and find no label).
+    assert mark["result"].changed == 0
+    assert set(mark["result"].skipped) <= {GoldSkip.UNDOING, GoldSkip.UNREVIEWED}
+
+
 def test_undo_goes_through_when_a_gold_images_label_came_later(image_factory, labels, reviewer, lead):
     from predictions.services.quality import images_gold_set
 
