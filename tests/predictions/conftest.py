@@ -141,7 +141,8 @@ def prediction_factory(db, image_factory, stub_model_version_factory):
 def a_lead_marks_gold_meanwhile(monkeypatch):
     """Patch ``module``'s gold check so that, once it has looked, a Lead marks ``image_id`` gold
     from another thread and connection, given half a second to finish before the caller goes on
-    (it may have to wait for the caller's transaction). Yields that mark's outcome, once joined."""
+    (it may have to wait for the caller's transaction). ``outcome()`` joins the mark and gives
+    its ``result`` (or its ``error``)."""
     import threading
 
     from django.db import connection
