@@ -166,22 +166,37 @@ def log(message: str) -> None:
 
 
 class Stopwatch:
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self.started = clock()
         self.stopped: float | None = None
 
     @property
     def seconds(self) -> float:
-        return (self.stopped or time.perf_counter()) - self.started
+        return (self._clock() if self.stopped is None else self.stopped) - self.started
+
+    def stop(self) -> None:
+        self.stopped = self._clock()
 
 
 @contextlib.contextmanager
 def stopwatch() -> Iterator[Stopwatch]:
+    """The wall time spent inside the block (``.seconds``)."""
     watch = Stopwatch()
     try:
         yield watch
     finally:
-        watch.stopped = time.perf_counter()
+        watch.stop()
+
+
+@contextlib.contextmanager
+def cpu_clock() -> Iterator[Stopwatch]:
+    """The CPU time this process spends inside the block, every thread counted (``.seconds``)."""
+    watch = Stopwatch(time.process_time)
+    try:
+        yield watch
+    finally:
+        watch.stop()
 
 
 def median_seconds(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> float:

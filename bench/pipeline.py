@@ -22,12 +22,9 @@ Targets: (b) / (a) >= 0.9 from the upload's end, >= 0.8 from its start.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import resource
 import statistics
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from bench.common import (
     Row,
     active_model_version,
     cli,
+    cpu_clock,
     django_project,
     log,
     qcluster,
@@ -156,7 +154,7 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
 
     def timed_pass(predictor) -> tuple[float, float]:
         """(images per second, core-ms per image) of one pass over the photos."""
-        with _cpu_clock() as cpu, stopwatch() as watch:
+        with cpu_clock() as cpu, stopwatch() as watch:
             results = list(predictor.predict_sources(sources(photos)))
         _check_all_predicted(results)
         return len(photos) / watch.seconds, 1000 * cpu.seconds / len(photos)
@@ -189,33 +187,13 @@ def in_process_trials(checkpoint: Path, photos: list[Path], *, batch_sizes, prec
             predictor.predict([open_image(path, name=path.name, draft_size=draft_size) for path in chunk])
 
     plain_loop(photos[: best.batch_size])  # warm-up
-    with _cpu_clock() as cpu, stopwatch() as watch:
+    with cpu_clock() as cpu, stopwatch() as watch:
         plain_loop(photos)
     trials.append(Trial(
         "plain loop", best.precision, best.batch_size, len(photos) / watch.seconds, 1000 * cpu.seconds / len(photos)
     ))
     log(f"(a) {trials[-1]}")
     return trials
-
-
-class _CpuTime:
-    seconds = 0.0
-
-
-@contextlib.contextmanager
-def _cpu_clock() -> Iterator[_CpuTime]:
-    """The CPU time this process spends inside the block, every thread counted (``.seconds``)."""
-
-    def used() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    spent = _CpuTime()
-    started = used()
-    try:
-        yield spent
-    finally:
-        spent.seconds = used() - started
 
 
 def _check_all_predicted(results) -> None:
@@ -306,7 +284,7 @@ def upload_alone_core_ms(paths: list[Path]) -> float:
 
     user = staff_user("upload-alone", "Uploaders")
     _upload(paths[:4], user, name="upload alone, warm-up")  # imports, first queries
-    with _cpu_clock() as cpu:
+    with cpu_clock() as cpu:
         _upload(paths[4:], user, name="upload alone")
     OrmQ.objects.all().delete()
     images_delete(images=Image.objects.filter(uploaded_by=user))
