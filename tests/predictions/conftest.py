@@ -141,8 +141,7 @@ def prediction_factory(db, image_factory, stub_model_version_factory):
 def a_lead_marks_gold_meanwhile(monkeypatch):
     """Patch ``module``'s gold check so that, once it has looked, a Lead marks ``image_id`` gold
     from another thread and connection, given half a second to finish before the caller goes on
-    (it may have to wait for the caller's transaction). ``outcome()`` joins the mark and gives
-    its ``result`` (or its ``error``)."""
+    (it may have to wait for the caller's transaction); ``skipped()`` then joins it."""
     import threading
 
     from django.db import connection
@@ -174,12 +173,15 @@ def a_lead_marks_gold_meanwhile(monkeypatch):
 
         monkeypatch.setattr(module, "gold_images_relabelled_by_undo", check_then_mark)
 
-    def outcome() -> dict:
-        thread, result = marks[-1]
+    def skipped() -> set[str]:
+        """Join the mark, which must have changed nothing: the reasons it gave for skipping."""
+        thread, outcome = marks[-1]
         thread.join(30)
-        return result
+        assert "error" not in outcome, outcome
+        assert outcome["result"].changed == 0, "the Lead's mark went through"
+        return set(outcome["result"].skipped)
 
-    patch.outcome = outcome
+    patch.skipped = skipped
     yield patch
     for thread, _ in marks:
         thread.join(30)
