@@ -55,24 +55,27 @@ def images_gold_set(*, image_ids: Collection[int], gold: bool) -> GoldResult:
     image_ids = list(image_ids)
     rows = list(Image.objects.filter(pk__in=image_ids).values_list("pk", "is_gold", "final_label_id", "label_source"))
     undoing = _images_of_operations_being_undone(image_ids=image_ids) if gold else set()
-    changing: dict[int | None, list[int]] = defaultdict(list)  # marked: by the label read
+    unmarking: list[int] = []
+    marking: dict[int, list[int]] = defaultdict(list)  # by the label read
     for pk, is_gold, final_label_id, label_source in rows:
         if is_gold == gold:
             result.skipped[GoldSkip.UNCHANGED] += 1
-        elif gold and final_label_id is None:
+        elif not gold:
+            unmarking.append(pk)
+        elif final_label_id is None:
             result.skipped[GoldSkip.UNREVIEWED] += 1
-        elif gold and label_source == Review.Source.AUTO:
+        elif label_source == Review.Source.AUTO:
             result.skipped[GoldSkip.AUTO] += 1
         elif pk in undoing:
             result.skipped[GoldSkip.UNDOING] += 1
         else:
-            changing[final_label_id if gold else None].append(pk)
-    for final_label_id, pks in changing.items():
-        same_label = {"final_label_id": final_label_id} if gold else {}
-        changed = Image.objects.filter(pk__in=pks, **same_label).update(is_gold=gold)
-        result.changed += changed
-        if changed < len(pks):
-            result.skipped[GoldSkip.RELABELLED] += len(pks) - changed
+            marking[final_label_id].append(pk)
+    result.changed = Image.objects.filter(pk__in=unmarking).update(is_gold=False) if unmarking else 0
+    for final_label_id, pks in marking.items():
+        marked = Image.objects.filter(pk__in=pks, final_label_id=final_label_id).update(is_gold=True)
+        result.changed += marked
+        if marked < len(pks):
+            result.skipped[GoldSkip.RELABELLED] += len(pks) - marked
     return result
 
 
@@ -84,7 +87,7 @@ def _images_of_operations_being_undone(*, image_ids: list[int]) -> set[int]:
     finds the images gold (label_operation_undo checks after its claim).
     """
     live = Review.objects.filter(image_id__in=image_ids, undone_at__isnull=True, operation__isnull=False)
-    operations = LabelOperation.objects.select_for_update(of=("self",)).filter(pk__in=live.values("operation_id"))
+    operations = LabelOperation.objects.select_for_update().filter(pk__in=live.values("operation_id"))
     undoing = [pk for pk, undone_at in operations.values_list("pk", "undone_at") if undone_at is not None]
     if not undoing:
         return set()
