@@ -3,7 +3,8 @@
 - Dropped files go as several requests (the page's part size made small here)
   into ONE upload batch and ONE prediction job; a request whose answer is lost
   is sent again and stores nothing twice; the upload's bar reaches 100%.
-- A folder keeps its paths as the images' names.
+- A folder keeps its paths as the images' names; a dropped folder is walked
+  through every slice its reader gives, hidden files and folders left out.
 - While a real cluster predicts an upload, the batch page's bar moves to
   done/total by itself, without a reload.
 """
@@ -147,6 +148,49 @@ def test_a_chosen_folder_keeps_its_paths_as_the_images_names(cluster_name, live_
     page.click("input[name=_upload]")
     page.wait_for_url(re.compile(r"/admin/images/uploadbatch/\d+/change/$"))
     assert sorted(Image.objects.values_list("original_name", flat=True)) == names
+
+
+# A dropped folder as the browser hands it over (FileSystemEntry objects): a
+# DragEvent cannot carry such a folder, so upload_sources.js is called with them.
+WALK_DROPPED_FOLDER_JS = """
+async () => {
+    const file = (fullPath) => ({
+        isFile: true, isDirectory: false, fullPath,
+        file: (resolve) => resolve(new File(["x"], fullPath.split("/").pop())),
+    });
+    // readEntries answers a slice at a time, then []: the walk must keep asking.
+    const folder = (fullPath, slices) => ({
+        isFile: false, isDirectory: true, fullPath,
+        createReader: () => {
+            const left = [...slices, []];
+            return {readEntries: (resolve) => setTimeout(() => resolve(left.shift()), 0)};
+        },
+    });
+    const survey = folder("/survey", [
+        [folder("/survey/site_a", [[file("/survey/site_a/DSC_1.jpg")], [file("/survey/site_a/DSC_2.jpg")]])],
+        [file("/survey/.DS_Store"), folder("/survey/.thumbs", [[file("/survey/.thumbs/t.jpg")]])],
+        [file("/survey/top.jpg")],
+    ]);
+    const dropped = [survey, file("/loose.jpg")];
+    const found = await uploadSources.fromDrop({
+        items: dropped.map((entry) => ({kind: "file", webkitGetAsEntry: () => entry})),
+        files: [],
+    });
+    return found.map(({file, path}) => [file.name, path]);
+}
+"""
+
+
+def test_a_dropped_folder_is_walked_slice_by_slice_without_hidden_files(live_server, new_page, lead):
+    page = new_page()
+    sign_in(page, lead.username)
+    page.goto(reverse("admin:images_image_upload"))
+    assert page.evaluate(WALK_DROPPED_FOLDER_JS) == [
+        ["DSC_1.jpg", "survey/site_a/DSC_1.jpg"],
+        ["DSC_2.jpg", "survey/site_a/DSC_2.jpg"],
+        ["top.jpg", "survey/top.jpg"],
+        ["loose.jpg", ""],
+    ]
 
 
 def test_batch_job_and_index_pages_follow_a_real_cluster_without_a_reload(

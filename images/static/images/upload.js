@@ -11,14 +11,17 @@ connection, a server error) is sent again, a few times by itself, then with
 upload"). At the end the upload's summary becomes the admin's message on the
 batch's page, where the page goes.
 
-Without this script the form posts as a plain form. The form's data-state says
-where the upload is (idle, uploading, waiting, finishing, done, failed).
+What the user gives is read by upload_sources.js, the requests are planned and
+sent by upload_requests.js; this script is the page: the list, the bars, the
+outcomes, the retries. Without the scripts the form posts as a plain form. The
+form's data-state says where the upload is (idle, uploading, waiting,
+finishing, done, failed).
 */
 "use strict";
 
 (function () {
   const form = document.getElementById("upload_form");
-  if (!form || !window.FormData || !window.XMLHttpRequest) {
+  if (!form || !window.FormData || !window.XMLHttpRequest || !window.uploadSources || !window.uploadRequests) {
     return;
   }
   const input = document.getElementById("id_files");
@@ -102,12 +105,12 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
   }
 
   input.addEventListener("change", () => {
-    add(Array.from(input.files, (file) => ({file, path: file.webkitRelativePath || ""})));
+    add(uploadSources.fromInput(input.files));
     // The list holds them now; the same files may be chosen again.
     input.value = "";
   });
   folderInput.addEventListener("change", () => {
-    add(Array.from(folderInput.files, (file) => ({file, path: file.webkitRelativePath || ""})).filter(notHidden));
+    add(uploadSources.fromInput(folderInput.files, {folder: true}));
     folderInput.value = "";
   });
   document.getElementById("upload-choose-folder").addEventListener("click", () => folderInput.click());
@@ -125,11 +128,6 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
     rows.replaceChildren();
     panel.hidden = true;
   });
-
-  function notHidden({file, path}) {
-    // As the import command does: no dot files (.DS_Store) and nothing in dot folders.
-    return !(path || file.name).split("/").some((part) => part.startsWith("."));
-  }
 
   for (const target of [form, drop]) {
     target.addEventListener("dragover", (event) => {
@@ -151,46 +149,8 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
     if (running() || !event.dataTransfer) {
       return;
     }
-    // The items are readable only during the event: take their entries now, walk them later.
-    const dataTransfer = event.dataTransfer;
-    const entries = Array.from(dataTransfer.items || [])
-      .filter((item) => item.kind === "file")
-      .map((item) => (item.webkitGetAsEntry ? item.webkitGetAsEntry() : null));
-    const files = Array.from(dataTransfer.files || []);
-    if (entries.length && entries.every(Boolean)) {
-      dropped(entries).then((found) => add(found.filter(notHidden)), (error) => showError(`Could not read the dropped folder: ${error}`));
-    } else {
-      add(files.map((file) => ({file, path: ""})));
-    }
+    uploadSources.fromDrop(event.dataTransfer).then(add, (error) => showError(`Could not read the dropped folder: ${error}`));
   });
-
-  async function dropped(entries) {
-    const found = [];
-    for (const entry of entries) {
-      await walk(entry, found);
-    }
-    return found;
-  }
-
-  async function walk(entry, found) {
-    if (entry.isFile) {
-      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
-      const path = entry.fullPath.replace(/^\/+/, "");
-      found.push({file, path: path.includes("/") ? path : ""});
-    } else if (entry.isDirectory) {
-      const reader = entry.createReader();
-      // readEntries answers a slice at a time (100 in Chromium), and [] at the end.
-      for (;;) {
-        const children = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
-        if (!children.length) {
-          break;
-        }
-        for (const child of children) {
-          await walk(child, found);
-        }
-      }
-    }
-  }
 
   // --- sending -----------------------------------------------------------------------
 
@@ -203,22 +163,7 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
     // Read when the upload starts, so a page (or a test) may set smaller parts.
     const maxFiles = Math.max(1, Math.min(limit("partFiles", 50), limit("maxFiles", Infinity)));
     const maxBytes = Math.min(limit("partBytes", 64 * 1024 * 1024), limit("maxBytes", Infinity) - REQUEST_OVERHEAD_BYTES);
-    const parts = [];
-    let part = [];
-    let bytes = 0;
-    for (const item of pending) {
-      if (part.length && (part.length >= maxFiles || bytes + item.size > maxBytes)) {
-        parts.push(part);
-        part = [];
-        bytes = 0;
-      }
-      part.push(item);
-      bytes += item.size;
-    }
-    if (part.length) {
-      parts.push(part);
-    }
-    return parts;
+    return uploadRequests.plan(pending, {maxFiles, maxBytes});
   }
 
   form.addEventListener("submit", (event) => {
@@ -306,56 +251,28 @@ where the upload is (idle, uploading, waiting, finishing, done, failed).
   }
 
   function send(part) {
-    return new Promise((resolve, reject) => {
-      const body = new FormData();
-      body.append("csrfmiddlewaretoken", token);
-      body.append("name", nameInput ? nameInput.value : "");
-      if (overlapInput) {
-        body.append("overlap_share", overlapInput.value);
-      }
-      body.append("upload_key", upload.key);
-      if (upload.batch) {
-        body.append("batch", upload.batch);
-      }
-      for (const item of part) {
-        body.append("files", item.file, item.file.name);
-        body.append("paths", item.path);
-        item.outcome.textContent = "sending";
-      }
-      const xhr = new XMLHttpRequest();
-      xhr.open("POST", form.dataset.partUrl);
-      xhr.setRequestHeader("X-CSRFToken", token);
-      xhr.setRequestHeader("Accept", "application/json");
-      xhr.responseType = "json";
-      xhr.upload.addEventListener("progress", (event) => {
-        if (event.lengthComputable && event.total) {
-          showSent(part, event.loaded / event.total);
-        }
-      });
-      xhr.upload.addEventListener("load", () => {
-        showSent(part, 1);
+    const fields = {name: nameInput ? nameInput.value : "", upload_key: upload.key};
+    if (overlapInput) {
+      fields.overlap_share = overlapInput.value;
+    }
+    if (upload.batch) {
+      fields.batch = upload.batch;
+    }
+    for (const item of part) {
+      item.outcome.textContent = "sending";
+    }
+    return uploadRequests.send({
+      url: form.dataset.partUrl,
+      token,
+      fields,
+      files: part,
+      onProgress: (fraction) => showSent(part, fraction),
+      onSent: () => {
         for (const item of part) {
           item.outcome.textContent = "storing";
         }
         status("Storing the files just sent…");
-      });
-      xhr.addEventListener("load", () => {
-        const answer = xhr.response;
-        if (xhr.status === 200 && answer && answer.batch) {
-          resolve(answer);
-        } else if (xhr.status === 200) {
-          // Redirected to the login page: the session ended.
-          reject({retry: false, status: 401, message: "you were signed out; sign in again in another tab, then press Retry now"});
-        } else if (xhr.status >= 500 || xhr.status === 429) {
-          reject({retry: true, message: `the server answered ${xhr.status}`});
-        } else {
-          const said = answer && answer.error ? answer.error : `the server answered ${xhr.status} ${xhr.statusText}`;
-          reject({retry: false, status: xhr.status, message: said});
-        }
-      });
-      xhr.addEventListener("error", () => reject({retry: true, message: "the connection was lost"}));
-      xhr.addEventListener("timeout", () => reject({retry: true, message: "the server did not answer in time"}));
-      xhr.send(body);
+      },
     });
   }
 
