@@ -8,6 +8,8 @@
  * The strip of recent decisions is the undo history. The page renders it from the
  * server, so Z still works after a reload or new filters; a decision joins it (and
  * the "reviewed today" count) at the key press, and its answer fills in the review id.
+ * The panels beside the image (probabilities, suspicion, votes, more like this)
+ * are review_panels.js's.
  */
 (function () {
     "use strict";
@@ -56,6 +58,7 @@
 
     const labelsByKey = new Map(config.labels.filter((l) => l.key).map((l) => [l.key.toLowerCase(), l]));
     const labelsById = new Map(config.labels.map((l) => [String(l.id), l]));
+    const panels = window.reviewPanels(el, {isCurrent: (item) => state.items[0] === item});
 
     function post(url, fields) {
         const body = new URLSearchParams();
@@ -149,86 +152,6 @@
         }
     }
 
-    function renderBars(prediction) {
-        el.bars.replaceChildren();
-        for (const row of prediction.top) {
-            const li = document.createElement("li");
-            li.classList.toggle("top", row.label_id === prediction.label_id);
-            const bar = document.createElement("span");
-            bar.className = "bar";
-            bar.style.width = (row.probability * 100).toFixed(1) + "%";
-            const text = document.createElement("span");
-            text.className = "text";
-            const name = document.createElement("span");
-            name.textContent = row.label;
-            const value = document.createElement("span");
-            value.textContent = (row.probability * 100).toFixed(1) + "%";
-            text.append(name, value);
-            li.append(bar, text);
-            el.bars.append(li);
-        }
-    }
-
-    /* A label the latest audit flagged ("Suspected label errors" order): the label given, the one suggested, the score. */
-    function renderSuspicion(item) {
-        if (!el.suspicion) return;
-        const suspicion = item ? item.suspicion : null;
-        el.suspicion.hidden = !suspicion;
-        for (const button of el.labels.querySelectorAll("[data-label-id]")) {
-            button.classList.toggle("given", Boolean(suspicion) && Number(button.dataset.labelId) === suspicion.given_label_id);
-        }
-        if (!suspicion) return;
-        el.suspicion.querySelector("[data-field=given]").textContent = suspicion.given_label;
-        el.suspicion.querySelector("[data-field=suggested]").textContent = suspicion.suggested_label;
-        el.suspicion.querySelector("[data-field=score]").textContent = suspicion.score.toFixed(3);
-    }
-
-    /* An image waiting for adjudication (Leads): what the independent reviewers said. */
-    function renderVotes(item) {
-        if (!el.votes) return;
-        const votes = item ? item.votes : null;
-        el.votes.hidden = !votes;
-        el.votes.querySelector("[data-field=votes]").textContent = votes
-            ? votes.map((vote) => vote.label + " ×" + vote.count).join(", ")
-            : "";
-    }
-
-    /* More like this: the images most like the current one, with their labels (asked once per image;
-     * not for a blind review, where labels would tell what the model's suggestion is hidden to avoid). */
-    const similarAsked = new Map();
-    function renderSimilar(item) {
-        if (!el.similar) return;
-        const strip = el.similar.querySelector("[data-field=strip]");
-        strip.replaceChildren();
-        el.similar.hidden = true;
-        if (!item || item.prediction.blind || !item.image.similar_url) return;
-        if (similarAsked.size > 50) similarAsked.clear();
-        if (!similarAsked.has(item.image.id)) {
-            similarAsked.set(item.image.id, fetch(item.image.similar_url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
-                .then((response) => (response.ok ? response.json() : {items: []}))
-                .catch(() => ({items: []})));
-        }
-        similarAsked.get(item.image.id).then((data) => {
-            if (state.items[0] !== item) return; // the screen has moved on
-            for (const other of data.items) {
-                const link = document.createElement("a");
-                link.href = other.change_url;
-                link.target = "_blank";
-                link.title = other.name + " (" + other.similarity.toFixed(2) + ")";
-                const thumb = document.createElement("img");
-                thumb.alt = "";
-                thumb.loading = "lazy";
-                if (other.thumbnail_url) thumb.src = other.thumbnail_url;
-                const caption = document.createElement("span");
-                caption.textContent = (other.label ? other.label + (other.reviewed ? "" : "?") + " " : "") + other.similarity.toFixed(2);
-                caption.classList.toggle("reviewed", other.reviewed);
-                link.append(thumb, caption);
-                strip.append(link);
-            }
-            el.similar.hidden = data.items.length === 0;
-        });
-    }
-
     function show() {
         const item = state.items[0];
         el.stage.classList.remove("zoomed");
@@ -241,10 +164,10 @@
             el.name.textContent = "";
             el.predicted.textContent = "";
             el.confidence.textContent = "";
-            el.bars.replaceChildren();
-            renderSuspicion(null);
-            renderSimilar(null);
-            renderVotes(null);
+            panels.bars(null);
+            panels.suspicion(null);
+            panels.similar(null);
+            panels.votes(null);
             el.empty.hidden = !state.exhausted;
             if (!state.exhausted) say("Loading…");
             renderCounters();
@@ -262,10 +185,10 @@
         const blind = Boolean(item.prediction.blind);
         el.predicted.textContent = blind ? "hidden (independent review)" : item.prediction.label;
         el.confidence.textContent = blind ? "" : (item.prediction.confidence * 100).toFixed(1) + "%";
-        renderBars(item.prediction);
-        renderSuspicion(item);
-        renderVotes(item);
-        renderSimilar(item);
+        panels.bars(item.prediction);
+        panels.suspicion(item);
+        panels.votes(item);
+        panels.similar(item);
         renderCounters();
         state.shownAt = performance.now();
         fill();
