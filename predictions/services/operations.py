@@ -7,10 +7,11 @@ batched transactions (SQLite's write lock is never held for long, so reviewers
 working at the same time see no error).
 
 The rule that protects human work lives here, once: an operation changes only
-images that have no current label and that nobody holds on the review screen,
-and never gold images, unless the caller passes ``overwrite_reviewed=True``
-(a Lead's explicit choice; the admin checks the permission). Each skipped image
-is counted with its reason.
+images that have no current label, no independent reviews waiting to be settled
+(an overlap image short of its k decisions, or waiting for a Lead's adjudication)
+and that nobody holds on the review screen, and never gold images, unless the
+caller passes ``overwrite_reviewed=True`` (a Lead's explicit choice; the admin
+checks the permission). Each skipped image is counted with its reason.
 
 Undo (:func:`label_operation_undo`) marks the operation's reviews undone and
 recomputes each image's current label from its latest live review, which is
@@ -38,6 +39,8 @@ from django.utils import timezone
 from images.models import Image
 from predictions.models import LabelOperation, Review
 from predictions.selectors.quality import (
+    ADJUDICATION,
+    OVERLAP,
     gold_hidden_from,
     gold_images_relabelled_by_undo,
     image_label_state,
@@ -52,7 +55,10 @@ from reviewtool.batching import id_chunks
 # image and keeps a hold well under a second.
 WRITE_BATCH = 1000
 # What the rule reads of an image (label_decision_skip_reason).
-DECISION_IMAGE_FIELDS = ("pk", "final_label_id", "claimed_by_id", "claimed_until", "is_gold")
+DECISION_IMAGE_FIELDS = ("pk", "final_label_id", "label_source", "claimed_by_id", "claimed_until", "is_gold")
+# What an image without a label is waiting for when its independent reviews are not settled
+# (predictions.selectors.quality.image_label_state): more overlap decisions, or an adjudication.
+PENDING_SOURCES = (OVERLAP, ADJUDICATION)
 YIELD_EVERY = 1.0  # seconds of batches before SQLite's write lock is left free...
 YIELD_PAUSE = 0.12  # ...for this long
 GOLD_NAMES_SHOWN = 5  # in the message refusing an undo that would change gold labels
@@ -74,7 +80,10 @@ class SkipReason:
     REVIEWED = "already reviewed"
     CLAIMED = "open on someone's review screen"
     GOLD = "gold image"
-    RESERVED = "reserved for the review screen"  # claimed or gold, to those not told which are gold
+    PENDING = "waiting for independent reviews or adjudication"
+    # Claimed, gold or pending, to those not told which are gold: pending would tell that
+    # others decided the image, which independent reviewers are not told either.
+    RESERVED = "reserved for the review screen"
     UNCHANGED = "label unchanged"
     MISSING = "image no longer exists"
 
@@ -97,11 +106,13 @@ class OperationResult:
 
     def skipped_text(self, *, gold_hidden: bool = False) -> str:
         """"3 already reviewed, 1 gold image" (empty when nothing was skipped). With
-        ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), gold images and
-        claimed ones are one reason, true of both: reserved for the review screen."""
+        ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), gold images, claimed
+        ones and ones waiting for independent reviews are one reason, true of all three:
+        reserved for the review screen."""
         skipped = Counter(self.skipped)
-        if gold_hidden and (SkipReason.GOLD in skipped or SkipReason.CLAIMED in skipped):
-            skipped[SkipReason.RESERVED] = skipped.pop(SkipReason.GOLD, 0) + skipped.pop(SkipReason.CLAIMED, 0)
+        hidden = (SkipReason.GOLD, SkipReason.CLAIMED, SkipReason.PENDING)
+        if gold_hidden and any(reason in skipped for reason in hidden):
+            skipped[SkipReason.RESERVED] = sum(skipped.pop(reason, 0) for reason in hidden)
         return ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
 
 
@@ -183,6 +194,7 @@ def _apply_chunk(
     # since it was read above is left alone.
     guard = Q(is_gold=False) if overwrite_reviewed else (
         Q(is_gold=False, final_label__isnull=True)
+        & ~Q(label_source__in=PENDING_SOURCES)
         & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=user))
     )
     by_label: dict[int, list[int]] = defaultdict(list)
@@ -273,6 +285,10 @@ def label_decision_skip_reason(
             return SkipReason.REVIEWED
         if image["final_label_id"] == decision.label_id:
             return SkipReason.UNCHANGED
+    elif image["label_source"] in PENDING_SOURCES and not overwrite_reviewed:
+        # Reviewers' decisions are in, not yet a label: settling them is the k-th
+        # reviewer's or a Lead's adjudication, not a bulk change's.
+        return SkipReason.PENDING
     held = image["claimed_until"] is not None and image["claimed_until"] >= now
     if held and image["claimed_by_id"] not in (None, user.pk) and not overwrite_reviewed:
         return SkipReason.CLAIMED

@@ -14,7 +14,7 @@ from predictions.selectors.review_items import review_items
 from predictions.selectors.reviewer_agreement import overlap_agreement
 from predictions.selectors.reviewer_stats import reviewer_lines
 from predictions.selectors.versions import model_version_active
-from predictions.services.operations import LabelDecision, label_operation_apply, label_operation_undo
+from predictions.services.operations import LabelDecision, SkipReason, label_operation_apply, label_operation_undo
 from predictions.services.reviews import ReviewConflict, review_claim_next, review_decide, review_undo_last
 from tests.conftest import DEMO_CLASSES
 
@@ -157,7 +157,7 @@ def test_undoing_a_bulk_change_restores_the_overlap_state(overlap, reviewer, sec
     star = Label.objects.get(name="star")
     result = label_operation_apply(
         kind=LabelOperation.Kind.GRID_SET, decisions=[LabelDecision(image_id=image.pk, label_id=star.pk)],
-        user=lead, source=Review.Source.GRID,
+        user=lead, source=Review.Source.GRID, overwrite_reviewed=True,
     )
     assert result.changed == 1 and Image.objects.get(pk=image.pk).final_label == star
 
@@ -165,6 +165,45 @@ def test_undoing_a_bulk_change_restores_the_overlap_state(overlap, reviewer, sec
 
     back = Image.objects.get(pk=image.pk)
     assert (back.final_label, back.label_source, back.review_count) == (None, "overlap", 1)
+
+
+def test_a_bulk_change_leaves_images_waiting_for_independent_reviews_alone(
+    overlap, reviewer, second_reviewer, lead, labels, prediction_factory
+):
+    waiting = prediction_factory(name="waiting.jpg", label="circle").image
+    split = prediction_factory(name="split.jpg", label="circle").image
+    decide(reviewer, waiting, "square")  # one decision of the two
+    decide(reviewer, split, "square")
+    decide(second_reviewer, split, "star")  # no majority: a Lead adjudicates
+    states = {image.pk: ("overlap" if image == waiting else "adjudication") for image in (waiting, split)}
+    for image in (waiting, split):
+        assert (Image.objects.get(pk=image.pk).final_label, Image.objects.get(pk=image.pk).label_source) == (
+            None, states[image.pk]
+        )
+
+    def set_label(user, **kwargs):
+        return label_operation_apply(
+            kind=LabelOperation.Kind.GRID_SET,
+            decisions=[LabelDecision(image_id=image.pk, label_id=labels["triangle"].pk) for image in (waiting, split)],
+            user=user, source=Review.Source.GRID, **kwargs,
+        )
+
+    # A reviewer's grid action (or an import, auto-accept, label similar: the same rule) neither
+    # settles the disagreement nor overrides the decision already in.
+    result = set_label(second_reviewer)
+    assert result.changed == 0
+    assert result.skipped == {SkipReason.PENDING: 2}
+    # Said as claimed and gold images are to those not told which are gold.
+    assert result.skipped_text(gold_hidden=True) == "2 reserved for the review screen"
+    for image in (waiting, split):
+        after = Image.objects.get(pk=image.pk)
+        assert (after.final_label, after.label_source) == (None, states[image.pk])
+    assert queue_ids(lead, ADJUDICATION) == [split.pk]
+
+    # A Lead's explicit overwrite may.
+    result = set_label(lead, overwrite_reviewed=True)
+    assert result.changed == 2
+    assert {Image.objects.get(pk=image.pk).final_label for image in (waiting, split)} == {labels["triangle"]}
 
 
 def test_others_decisions_are_hidden_until_the_image_is_decided(overlap, client_for, reviewer, second_reviewer, lead, image):
