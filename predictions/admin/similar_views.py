@@ -118,7 +118,9 @@ class LabelSimilarView(View):
     def get(self, request, image_id: int):
         form = ThresholdForm(request.GET if "threshold" in request.GET else None)
         threshold = form.cleaned_data["threshold"] if form.is_valid() else DEFAULT_THRESHOLD
-        preview = similar_unreviewed_images(image_id=self.image.pk, threshold=threshold)
+        preview = similar_unreviewed_images(
+            image_id=self.image.pk, threshold=threshold, gold_hidden=gold_hidden_from(request.user)
+        )
         return self._render(request, form=form, threshold=threshold, preview=preview)
 
     def post(self, request, image_id: int):

@@ -35,6 +35,9 @@ OVERLAP = "overlap"
 ADJUDICATION = "adjudication"
 # Queue orders whose decisions never set the image's label directly.
 NOT_LABELLING = frozenset({GOLD, OVERLAP})
+# The label_source of an image without a label whose independent reviews are not settled
+# (image_label_state): waiting for more overlap decisions, or for a Lead's adjudication.
+PENDING_SOURCES = (OVERLAP, ADJUDICATION)
 
 
 def image_in_overlap(image_id: int, *, share: float | None = None) -> bool:

@@ -35,12 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, Max, Q, Sum
 
 from images.models import Image
 from ml.cores import usable_cores
 from ml.features import embedding_from_bytes, embedding_matrix
 from predictions.models import ModelVersion, Prediction, PredictionJob
+from predictions.selectors.quality import PENDING_SOURCES
 from predictions.selectors.versions import model_version_active
 from predictions.services.chunk_record import EMBEDDINGS_REASON
 from reviewtool.batching import IN_QUERY_MAX_IDS, id_chunks
@@ -99,19 +100,33 @@ def similar_images(
 
 
 def similar_unreviewed_images(
-    *, image_id: int, threshold: float, limit: int = LABEL_SIMILAR_MAX, model_version: ModelVersion | None = None
+    *,
+    image_id: int,
+    threshold: float,
+    limit: int = LABEL_SIMILAR_MAX,
+    model_version: ModelVersion | None = None,
+    gold_hidden: bool = False,
 ) -> list[SimilarImage]:
-    """The unreviewed, non-gold images at least ``threshold`` similar to ``image_id``, most similar first."""
+    """The images at least ``threshold`` similar to ``image_id`` that label similar may change, most similar first:
+    unreviewed, not gold, none with independent reviews to settle (predictions.services.operations).
+
+    With ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), the images that look
+    unreviewed to such a user: gold ones and ones with independent reviews pending too, as "more
+    like this" shows them (leaving them out would tell which they are); the change then skips
+    them as reserved for the review screen.
+    """
     ranked = _ranked(image_id=image_id, model_version=model_version, limit=None, threshold=threshold)
     if ranked is None:
         return []
     version, ids, similarities = ranked
+    if gold_hidden:
+        looks_open = Q(final_label__isnull=True) | Q(is_gold=True)
+    else:
+        looks_open = Q(final_label__isnull=True, is_gold=False) & ~Q(label_source__in=PENDING_SOURCES)
     chosen: list[tuple[int, float]] = []
     for start in range(0, len(ids), IN_QUERY_MAX_IDS):
         chunk = ids[start : start + IN_QUERY_MAX_IDS]
-        open_ids = set(
-            Image.objects.filter(pk__in=chunk, final_label__isnull=True, is_gold=False).values_list("pk", flat=True)
-        )
+        open_ids = set(Image.objects.filter(looks_open, pk__in=chunk).values_list("pk", flat=True))
         chosen += [(pk, similarity) for pk, similarity in zip(chunk, similarities[start:]) if pk in open_ids]
         if len(chosen) >= limit:
             break

@@ -39,8 +39,7 @@ from django.utils import timezone
 from images.models import Image
 from predictions.models import LabelOperation, Review
 from predictions.selectors.quality import (
-    ADJUDICATION,
-    OVERLAP,
+    PENDING_SOURCES,
     gold_hidden_from,
     gold_images_relabelled_by_undo,
     image_label_state,
@@ -56,9 +55,6 @@ from reviewtool.batching import id_chunks
 WRITE_BATCH = 1000
 # What the rule reads of an image (label_decision_skip_reason).
 DECISION_IMAGE_FIELDS = ("pk", "final_label_id", "label_source", "claimed_by_id", "claimed_until", "is_gold")
-# What an image without a label is waiting for when its independent reviews are not settled
-# (predictions.selectors.quality.image_label_state): more overlap decisions, or an adjudication.
-PENDING_SOURCES = (OVERLAP, ADJUDICATION)
 YIELD_EVERY = 1.0  # seconds of batches before SQLite's write lock is left free...
 YIELD_PAUSE = 0.12  # ...for this long
 GOLD_NAMES_SHOWN = 5  # in the message refusing an undo that would change gold labels

@@ -1,7 +1,8 @@
 """Label similar: give the unreviewed images most like a reviewed one its label, as one undoable operation.
 
-Which images: those the preview showed (predictions.selectors.similar:
-unreviewed, non-gold, at least the threshold similar, at most LABEL_SIMILAR_MAX).
+Which images: those the preview showed (predictions.selectors.similar: those
+the rule may change, or to a user not told which images are gold, those that look
+unreviewed; at least the threshold similar, at most LABEL_SIMILAR_MAX).
 How: predictions.services.operations, the rule every bulk change follows (only
 unreviewed, unclaimed, non-gold images change; each gets a Review with source
 "similar", so ``label_source`` says so; undone as a whole).
@@ -13,6 +14,7 @@ from django.core.exceptions import ValidationError
 
 from images.models import Image
 from predictions.models import LabelOperation, Prediction, Review
+from predictions.selectors.quality import gold_hidden_from
 from predictions.selectors.similar import similar_unreviewed_images
 from predictions.selectors.versions import model_version_active
 from predictions.services.operations import LabelDecision, OperationResult, label_operation_apply
@@ -26,7 +28,9 @@ def label_similar_apply(*, image: Image, threshold: float, user) -> OperationRes
     if not 0 <= threshold <= 1:
         raise ValidationError("The similarity is between 0 and 1.")
     version = model_version_active()
-    similar = similar_unreviewed_images(image_id=image.pk, threshold=threshold, model_version=version)
+    similar = similar_unreviewed_images(
+        image_id=image.pk, threshold=threshold, model_version=version, gold_hidden=gold_hidden_from(user)
+    )
     predictions: dict[int, tuple[int, int]] = {}
     if version is not None:
         for ids in id_chunks([item.image_id for item in similar], IN_QUERY_MAX_IDS):

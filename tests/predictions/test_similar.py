@@ -249,6 +249,31 @@ def test_label_similar_previews_then_labels_the_unreviewed_images_above_the_thre
     assert Image.objects.filter(pk__in=[p.image_id for p in close], final_label__isnull=True).count() == 2
 
 
+def test_label_similar_shows_a_reviewer_gold_images_as_open_and_leaves_them_alone(
+    client_for, reviewer, lead, neighbourhood
+):
+    """Left out of a reviewer's preview, gold images (shown as open by "more like this") would be
+    the ones missing: the preview lists them, the change skips them as reserved. A Lead sees
+    the preview of what will change."""
+    from images.models import Image
+    from predictions.models import Label
+
+    source, close, reviewed, _ = neighbourhood
+    Image.objects.filter(pk=reviewed.image_id).update(is_gold=True)  # gold: its label is the reference
+    url = f"/admin/predictions/review/similar/{source.image_id}/label/"
+
+    shown = [entry["item"].image_id for entry in client_for(reviewer).get(url, {"threshold": "0.9"}).context["preview"]]
+    assert shown == [close[0].image_id, reviewed.image_id, close[1].image_id]  # by similarity: 0.97, 0.96, 0.93
+    shown = [entry["item"].image_id for entry in client_for(lead).get(url, {"threshold": "0.9"}).context["preview"]]
+    assert shown == [p.image_id for p in close]
+
+    response = client_for(reviewer).post(url, {"threshold": "0.9"}, follow=True)
+    text = response.content.decode()
+    assert "given to 2 similar image(s); left alone: 1 reserved for the review screen" in text
+    assert "gold" not in text.lower()
+    assert Image.objects.get(pk=reviewed.image_id).final_label == Label.objects.get(name="circle")
+
+
 def test_label_similar_is_for_reviewers_and_needs_a_labelled_non_gold_source(
     client_for, reviewer, uploader, lead, neighbourhood
 ):
