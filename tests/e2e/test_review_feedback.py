@@ -1,6 +1,6 @@
 """The review screen's feedback in a real browser: the strip of recent decisions and the
 "reviewed today" count follow each key press, and undo (Z, or a click on the strip) still
-works after a reload, saying what it took back."""
+works after a reload, saying what it took back; an undo the server refuses leaves the strip as it was."""
 
 from __future__ import annotations
 
@@ -122,3 +122,32 @@ def test_strip_and_count_follow_each_decision_and_undo_survives_a_reload(
     # Both images are back on this reviewer's screen, claimed for them.
     claimed = set(Image.objects.filter(claimed_by=reviewer).values_list("original_name", flat=True))
     assert {"q1.jpg", "q2.jpg"} <= claimed
+
+
+def test_a_refused_undo_keeps_the_decision_in_the_strip(live_server, new_page, reviewer, prediction_factory):
+    from predictions.services.quality import images_gold_set
+
+    for n, confidence in enumerate([0.30, 0.45, 0.60], start=1):
+        prediction_factory(name=f"q{n}.jpg", label="circle", confidence=confidence)
+    page = new_page()
+    sign_in(page, reviewer.username)
+    page.goto(reverse("admin:predictions_review_screen"))
+    wait_until_image_shown(page)
+    decide_url = reverse("admin:predictions_review_decide")
+    for then in ("q2.jpg", "q3.jpg"):  # q1, then q2 confirmed
+        with page.expect_response(lambda response: decide_url in response.url):
+            page.keyboard.press("Enter")
+        wait_for_text(page, "#review-name", then)
+    page.wait_for_function(f"() => [...document.querySelectorAll('{STRIP}')].every(entry => entry.dataset.review)")
+    assert [entry["name"] for entry in strip(page)] == ["q2.jpg", "q1.jpg"]
+
+    # A Lead makes q2's label the gold reference: taking it back is theirs now, and refused here.
+    from images.models import Image
+
+    images_gold_set(image_ids=[Image.objects.get(original_name="q2.jpg").pk], gold=True)
+    page.keyboard.press("z")
+    page.wait_for_function("() => document.getElementById('review-message').classList.contains('error')")
+    # The decision stands, so its entry stays where it was, and the next Z is still about it.
+    assert [entry["name"] for entry in strip(page)] == ["q2.jpg", "q1.jpg"]
+    assert page.inner_text("#review-name") == "q3.jpg"
+    assert page.inner_text("#review-today") == "2"

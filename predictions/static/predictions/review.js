@@ -140,6 +140,15 @@
         renderStrip();
     }
 
+    /* An undo refused (the decision stands): its entry back in its place, before the ones made before it. */
+    function stripRestore(entry, older) {
+        if (state.strip.includes(entry)) return;
+        const at = state.strip.findIndex((other) => older.includes(other));
+        state.strip.splice(at === -1 ? state.strip.length : at, 0, entry);
+        state.strip = state.strip.slice(0, STRIP_SIZE);
+        renderStrip();
+    }
+
     /* An answer's count and strip, once no other decision or undo is on its way (until then, the screen's own
      * step-by-step account is ahead of any one answer). */
     function settle(data) {
@@ -292,6 +301,7 @@
      * the latest one the server knows. The image comes back on screen. */
     function undo(entry) {
         const target = entry || state.strip[0];
+        const older = target ? state.strip.slice(state.strip.indexOf(target) + 1) : [];
         if (target) stripRemove(target);
         const reviewId = target ? target.decision : Promise.resolve(undefined);
         reviewId
@@ -324,6 +334,8 @@
                 say(data.message);
             })
             .catch((error) => {
+                // 404: nothing of it is live any more; anything else leaves the decision as it was.
+                if (target && error.status !== 404) stripRestore(target, older);
                 renderCounters();
                 say(error.status === 404 ? "Nothing to undo." : error.message, error.status !== 404);
             });
