@@ -292,7 +292,8 @@ def label_decision_skip_reason(
 
 
 def label_operation_undo(*, operation: LabelOperation, user) -> int:
-    """Undo a whole operation; how many images it gave back their previous label.
+    """Undo a whole operation; how many images it gave back their previous label (not
+    counted: those whose label was decided again since, which keep that decision).
 
     Refused (ValidationError) when it was undone already, and while it would change
     the label of an image that is gold now: a Lead made that label the reference
@@ -314,15 +315,16 @@ def label_operation_undo(*, operation: LabelOperation, user) -> int:
         Review.objects.filter(operation=operation, undone_at__isnull=True).values_list("image_id", flat=True)
     )
     lock_yield = _LockYield()
+    relabelled = 0
     for chunk in id_chunks(image_ids, WRITE_BATCH):
         lock_yield()
         with transaction.atomic():
             Review.objects.filter(operation=operation, image_id__in=chunk, undone_at__isnull=True).update(undone_at=now)
-            images_review_state_refresh(image_ids=chunk)
+            relabelled += images_review_state_refresh(image_ids=chunk)
     # The images are open again, maybe before where the queues remember they start.
     review_queue_starts_invalidate()
     operation.undone_at, operation.undone_by = now, user
-    return len(image_ids)
+    return relabelled
 
 
 def _refuse_relabelling_gold(*, operation: LabelOperation, user) -> None:
@@ -338,15 +340,21 @@ def _refuse_relabelling_gold(*, operation: LabelOperation, user) -> None:
         )
 
 
-def images_review_state_refresh(*, image_ids: Iterable[int]) -> None:
+def images_review_state_refresh(*, image_ids: Iterable[int]) -> int:
     """Recompute the current label of many images from their reviews (predictions.selectors.quality's
-    rule: the latest labelling review wins; gold checks never count; overlap reviews by majority)."""
+    rule: the latest labelling review wins; gold checks never count; overlap reviews by majority);
+    how many of them it gave another label (or took theirs away)."""
     image_ids = list(image_ids)
+    labels_before = dict(Image.objects.filter(pk__in=image_ids).values_list("pk", "final_label_id"))
     rows = image_review_rows(image_ids=image_ids)
     # One UPDATE per distinct state: undoing a bulk change mostly leaves many
     # images in the same one (no label), which then costs one statement.
     by_state: dict[tuple, list[int]] = defaultdict(list)
     for image_id in image_ids:
         by_state[tuple(image_label_state(rows.get(image_id, [])).as_update().items())].append(image_id)
+    relabelled = 0
     for state, ids in by_state.items():
         Image.objects.filter(pk__in=ids).update(**dict(state))
+        label_id = dict(state)["final_label_id"]
+        relabelled += sum(1 for image_id in ids if image_id in labels_before and labels_before[image_id] != label_id)
+    return relabelled

@@ -80,15 +80,17 @@ def test_overwrite_changes_reviewed_images_and_undo_restores_them_exactly(image_
 
 
 def test_undo_keeps_a_decision_made_after_the_operation(image_factory, labels, reviewer, lead):
-    image = image_factory()
-    result = _apply([image], labels["circle"], reviewer)
+    image, other = image_factory(), image_factory()
+    result = _apply([image, other], labels["circle"], reviewer)
     later = review_submit(image=Image.objects.get(pk=image.pk), reviewer=lead, label=labels["star"])
 
-    label_operation_undo(operation=result.operation, user=lead)
+    # Counted: only the image that has its previous label (none) back.
+    assert label_operation_undo(operation=result.operation, user=lead) == 1
 
     image.refresh_from_db()
     assert image.final_label == labels["star"]
     assert image.reviewed_at == later.created_at
+    assert Image.objects.get(pk=other.pk).final_label is None
 
 
 def test_undo_is_refused_while_it_would_change_a_gold_images_reference_label(image_factory, labels, reviewer, lead):
