@@ -45,15 +45,22 @@ class ReviewDashboard:
         return max(self.images - self.predicted - self.failed, 0)
 
 
-def review_dashboard() -> ReviewDashboard:
+def review_dashboard(*, gold_hidden: bool = False) -> ReviewDashboard:
+    """With ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), gold images count as
+    waiting, as the image list shows them to such a user: else the difference tells how many there are."""
     version = model_version_active()
     images = Image.objects.count()
-    reviewed = Image.objects.filter(final_label__isnull=False).count()
+    reviewed_images = Image.objects.filter(final_label__isnull=False)
+    waits = Q(image__final_label__isnull=True)
+    if gold_hidden:
+        reviewed_images = reviewed_images.filter(is_gold=False)
+        waits |= Q(image__is_gold=True)
+    reviewed = reviewed_images.count()
     predicted = failed = waiting = 0
     if version is not None:
         predictions = Prediction.objects.filter(model_version=version)
         predicted = predictions.count()
-        waiting = predictions.filter(image__final_label__isnull=True).count()
+        waiting = predictions.filter(waits).count()
         failed = PredictionFailure.objects.filter(model_version=version).count()
     # Live decisions that were shown a prediction: how often the model had it right.
     agreement = Review.objects.filter(undone_at__isnull=True, agreed__isnull=False).aggregate(

@@ -7,6 +7,7 @@ from django.utils.html import format_html
 
 from predictions.selectors.dashboard import review_dashboard as review_dashboard_stats
 from predictions.selectors.demo import demo_training_unfinished
+from predictions.selectors.quality import gold_hidden_from
 from predictions.selectors.versions import model_version_active_id
 
 register = template.Library()
@@ -16,7 +17,7 @@ register = template.Library()
 def review_dashboard(context):
     request = context["request"]
     return {
-        "dashboard": review_dashboard_stats(),
+        "dashboard": review_dashboard_stats(gold_hidden=gold_hidden_from(request.user)),
         "can_review": request.user.has_perm("predictions.add_review"),
     }
 

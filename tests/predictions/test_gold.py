@@ -178,6 +178,22 @@ def test_the_image_list_shows_a_reviewer_a_gold_image_as_an_open_one(
     assert {name for name, *_ in _listed(client_for(lead), final_label__id__exact=square)} == {"gold.jpg"}
 
 
+def test_the_admin_index_counts_a_gold_image_as_waiting_to_a_reviewer(
+    client_for, reviewer, lead, gold_image, open_images
+):
+    """As the image list shows it: else the index's "Reviewed" against the list's would tell how many are gold."""
+    import re
+
+    def counts(user) -> tuple[int, int]:
+        page = client_for(user).get(reverse("admin:index")).content.decode()
+        waiting = re.search(r"Waiting for review</th><td>(\d+)<", page)
+        reviewed = re.search(r"Reviewed</th><td>(\d+)<", page)
+        return int(waiting.group(1)), int(reviewed.group(1))
+
+    assert counts(reviewer) == (len(open_images) + 1, 0)
+    assert counts(lead) == (len(open_images), 1)
+
+
 def test_the_review_history_shows_no_one_elses_decision_on_a_gold_image(
     always_gold, client_for, reviewer, lead, gold_image
 ):
