@@ -8,6 +8,7 @@ live screen decisions: grid actions, imports and auto-accept are undone as opera
 from django.conf import settings
 from django.urls import reverse
 
+from images.models import Image
 from predictions.models import Review
 from predictions.selectors.quality import image_in_overlap, overlap_enabled
 
@@ -57,5 +58,8 @@ def review_recent_decisions(*, reviewer, limit: int = RECENT_DECISIONS) -> list[
 
 
 def review_undone_message(*, review: Review) -> str:
-    """What the screen says after an undo: which decision it took back."""
-    return f"Undid: {review.label.name} on {review.image.original_name}"
+    """What the screen says after an undo: which decision it took back, and the label the
+    image keeps when other decisions give it one (a gold image's is not said)."""
+    message = f"Undid: {review.label.name} on {review.image.original_name}"
+    kept = Image.objects.filter(pk=review.image_id, is_gold=False).values_list("final_label__name", flat=True).first()
+    return f"{message}; the image keeps its label “{kept}”" if kept else message

@@ -381,6 +381,23 @@ def test_undo_of_an_older_strip_entry_brings_that_image_back(client_for, reviewe
     assert client.post(url("undo"), {"review": first}).status_code == 404
 
 
+def test_undo_of_a_decision_a_later_one_replaced_says_so_and_brings_nothing_back(client_for, reviewer, lead, queue):
+    from predictions.services.reviews import reviews_grid_set_label
+
+    client = client_for(reviewer)
+    decided = client.post(url("decide"), {"image": queue[0].image_id, "label": "confirm"}).json()["review"]
+    cross = Label.objects.get(name="cross")
+    reviews_grid_set_label(image_ids=[queue[0].image_id], label=cross, user=lead, overwrite_reviewed=True)
+
+    body = client.post(url("undo"), {"review": decided}).json()
+
+    assert body["undone"] == decided
+    assert body["message"] == "Undid: circle on q1.jpg; the image keeps its label “cross”"
+    assert body["item"] is None  # not open again: the screen does not show it to be decided
+    image = Image.objects.get(pk=queue[0].image_id)
+    assert (image.final_label, image.claimed_by) == (cross, None)
+
+
 def test_a_blind_decision_does_not_tell_in_the_strip_what_the_model_said(settings, reviewer, queue):
     from predictions.selectors.recent_decisions import review_recent_decisions
     from predictions.services.reviews import review_submit

@@ -325,8 +325,8 @@
                     say("Nothing to undo.");
                     return;
                 }
-                state.left += 1;
-                if (data.item) {
+                if (data.item) {  // open again (not when a decision made since labelled it)
+                    state.left += 1;
                     state.items = state.items.filter((item) => item.image.id !== data.item.image.id);
                     state.items.unshift(data.item);
                 }
