@@ -57,9 +57,19 @@ def review_recent_decisions(*, reviewer, limit: int = RECENT_DECISIONS) -> list[
     return [review_decision_entry(review=review) for review in reviews]
 
 
+def image_label_given_since(*, review: Review) -> str | None:
+    """The label a decision made after ``review`` gave its image, if one did (never said of a gold
+    image): undoing ``review`` leaves that label, and the image is not open again."""
+    return (
+        Image.objects.filter(pk=review.image_id, is_gold=False, reviewed_at__gt=review.created_at)
+        .values_list("final_label__name", flat=True)
+        .first()
+    )
+
+
 def review_undone_message(*, review: Review) -> str:
     """What the screen says after an undo: which decision it took back, and the label the
-    image keeps when other decisions give it one (a gold image's is not said)."""
+    image keeps when a decision made since gave it one."""
     message = f"Undid: {review.label.name} on {review.image.original_name}"
-    kept = Image.objects.filter(pk=review.image_id, is_gold=False).values_list("final_label__name", flat=True).first()
-    return f"{message}; the image keeps its label “{kept}”" if kept else message
+    kept = image_label_given_since(review=review)
+    return f"{message}; the image keeps “{kept}”, given since" if kept else message

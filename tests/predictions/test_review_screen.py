@@ -392,7 +392,7 @@ def test_undo_of_a_decision_a_later_one_replaced_says_so_and_brings_nothing_back
     body = client.post(url("undo"), {"review": decided}).json()
 
     assert body["undone"] == decided
-    assert body["message"] == "Undid: circle on q1.jpg; the image keeps its label “cross”"
+    assert body["message"] == "Undid: circle on q1.jpg; the image keeps “cross”, given since"
     assert body["item"] is None  # not open again: the screen does not show it to be decided
     image = Image.objects.get(pk=queue[0].image_id)
     assert (image.final_label, image.claimed_by) == (cross, None)
