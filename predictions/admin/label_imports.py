@@ -90,7 +90,12 @@ class ReviewImportMixin(ImportMixin):
         # A file too big for one request is checked in the cluster instead of previewed here.
         if request.method == "POST" and self.has_import_permission(request):
             form = self.create_import_form(request)
-            if form.is_valid() and _row_count(form.cleaned_data["import_file"]) > settings.LABEL_IMPORT_SYNC_MAX_ROWS:
+            try:
+                rows = _row_count(form.cleaned_data["import_file"]) if form.is_valid() else 0
+            except ValidationError as exc:  # a file the csv module cannot read: said here, not as a server error
+                messages.error(request, f"{form.cleaned_data['import_file'].name}: {' '.join(exc.messages)}")
+                return HttpResponseRedirect(request.get_full_path())
+            if rows > settings.LABEL_IMPORT_SYNC_MAX_ROWS:
                 job = label_import_job_start(
                     file=form.cleaned_data["import_file"],
                     user=request.user,

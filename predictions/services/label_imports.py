@@ -119,12 +119,30 @@ Progress = Callable[[int], None]
 
 
 def label_csv_read(*, file) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of a CSV file (bytes or text, UTF-8 with or without a BOM)."""
+    """The header and rows of a CSV file (bytes or text, UTF-8 with or without a BOM).
+
+    ValidationError for a file the csv module cannot read (a quote left open swallows the
+    rest of the file into one field, and a field over the module's limit stops it), with the
+    line its row starts on.
+    """
     raw = file.read()
     text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, [])
-    return header, [row for row in reader if any(cell.strip() for cell in row)]
+    header: list[str] = []
+    rows: list[list[str]] = []
+    starts = 1  # the line the record being read starts on
+    try:
+        header = next(reader, [])
+        starts = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+            starts = reader.line_num + 1
+    except csv.Error as exc:
+        raise ValidationError(
+            f"Not a CSV this import can read: the row starting at line {starts}: {exc} (a quote left open?)"
+        ) from exc
+    return header, rows
 
 
 def label_csv_row_count(*, file) -> int:

@@ -131,6 +131,29 @@ def test_a_file_without_an_image_or_label_column_is_refused(lead, labels):
         check("name,category\nx.jpg,square\n", lead)
 
 
+# A quote left open on line 2 swallows the rest of the file into one field, past the csv module's limit.
+UNREADABLE_CSV = 'original_name,label\n"a.jpg,square\n' + "b.jpg,circle\n" * 12_000
+
+
+def test_a_file_the_csv_module_cannot_read_is_refused_with_its_line(client_for, lead, labels, tmp_path):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="row starting at line 2: field larger than field limit"):
+        check(UNREADABLE_CSV, lead)
+
+    path = tmp_path / "labels.csv"
+    path.write_text(UNREADABLE_CSV)
+    with pytest.raises(CommandError, match="labels.csv: Not a CSV this import can read: the row starting at line 2"):
+        call_command("import_labels", str(path), "--dry-run", "--user", lead.username)
+
+    response = client_for(lead).post(
+        reverse(IMPORT_URL), {"format": "0", "resource": "0", "import_file": csv_upload(UNREADABLE_CSV)}, follow=True
+    )
+    assert response.redirect_chain == [(reverse(IMPORT_URL), 302)]  # back to the form, the reason above it
+    assert "Not a CSV this import can read: the row starting at line 2" in response.content.decode()
+    assert not LabelOperation.objects.exists() and not LabelImportJob.objects.exists()
+
+
 def test_images_are_looked_up_in_bulk_not_per_row(image_factory, labels, lead, django_assert_max_num_queries):
     images = [image_factory() for _ in range(120)]
     text = "sha256,label\n" + "".join(f"{image.sha256},square\n" for image in images)

@@ -49,6 +49,8 @@ class Command(BaseCommand):
             raise CommandError(f"{file}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
             raise CommandError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except ValidationError as exc:
+            raise CommandError(f"{file}: {' '.join(exc.messages)}") from exc
         quiet = options["verbosity"] == 0
         try:
             with tqdm(total=len(rows), unit="row", desc="checked", disable=quiet) as bar:
