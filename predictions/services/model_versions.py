@@ -294,7 +294,12 @@ def model_version_delete(*, version: ModelVersion, user=None) -> None:
 
 
 def _checkpoint_forget_on_commit(version: ModelVersion) -> None:
-    """Remove the version's checkpoint file once this commits, unless another version uses the same file."""
+    """Remove the version's checkpoint file once this commits, unless another version uses the same file.
+
+    The row (when it stays: a version found invalid) forgets the name too: a file
+    registered later may be given the freed name, and validating this version again
+    would then check that file and take its metadata.
+    """
     name, storage, version_id = version.checkpoint.name, version.checkpoint.storage, version.pk
 
     def forget() -> None:
@@ -305,6 +310,7 @@ def _checkpoint_forget_on_commit(version: ModelVersion) -> None:
         except OSError as exc:
             logger.warning("Could not remove checkpoint file %s of model version %s: %s", name, version_id, exc)
         else:
+            ModelVersion.objects.filter(pk=version_id, checkpoint=name).update(checkpoint="")
             logger.info("Removed checkpoint file %s of model version %s", name, version_id)
 
     transaction.on_commit(forget)

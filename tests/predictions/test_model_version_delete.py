@@ -83,6 +83,26 @@ def test_a_rejected_registration_leaves_no_checkpoint_file(db, django_capture_on
         model_version_revalidate(version=version)
 
 
+def test_a_rejected_versions_freed_file_name_taken_by_a_later_file_is_not_validated_as_its_own(
+    db, django_capture_on_commit_callbacks
+):
+    from predictions.services.model_versions import model_version_revalidate
+
+    with django_capture_on_commit_callbacks(execute=True):
+        rejected = model_version_register(
+            name="garbage", checkpoint_file=ContentFile(os.urandom(2048), name="garbage.pth"), validate_now=True
+        )
+    later = model_version_register(name="later", checkpoint_file=ContentFile(b"another file", name="garbage.pth"))
+    rejected.refresh_from_db()
+    assert later.checkpoint.name == "garbage.pth"  # the storage gave the freed name to the new file
+    assert rejected.checkpoint.name == ""  # the rejected row no longer names it
+    assert "garbage.pth" in rejected.validation_error  # which file was refused is still said
+
+    with pytest.raises(ValidationError, match="register the file again"):
+        model_version_revalidate(version=rejected)
+    assert ModelVersion.objects.get(pk=rejected.pk).validation_status == ModelVersion.Validation.INVALID
+
+
 # --- the admin ----------------------------------------------------------------------
 
 
