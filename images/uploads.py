@@ -288,6 +288,8 @@ def iter_zip_members(archive_name: str, fp: IO[bytes], *, limits: UploadLimits) 
 def count_upload_items(path: str | os.PathLike) -> int:
     """How many report entries a file on disk will give: its members for a zip, else one."""
     name = os.fspath(path)
+    if not os.path.isfile(name):  # opening a pipe would wait for a writer
+        return 1
     try:
         with open(name, "rb") as fp:
             if not _looks_like_zip(name, fp):

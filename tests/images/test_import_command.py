@@ -96,6 +96,32 @@ def test_unreadable_file_is_reported_not_fatal(tmp_path, monkeypatch):
     assert "locked.png: cannot read file ([Errno 13] Permission denied)" in output
 
 
+def test_a_pipe_in_the_folder_is_refused_not_waited_on(tmp_path):
+    import os
+    import signal
+
+    (tmp_path / "ok.png").write_bytes(tiny_png(1))
+    os.mkfifo(tmp_path / "pipe.png")  # opening it for reading would wait for a writer, forever
+
+    class Waited(BaseException):  # not an OSError: the code under test catches those
+        pass
+
+    def waited(signum, frame):
+        raise Waited("the import waited on the pipe")
+
+    previous = signal.signal(signal.SIGALRM, waited)
+    signal.setitimer(signal.ITIMER_REAL, 30, 1)  # then every second, until the test ends
+    try:
+        output = run(str(tmp_path))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    batch = UploadBatch.objects.get()
+    assert (batch.accepted_count, batch.rejected_count) == (1, 1)
+    assert "pipe.png: cannot read file (not a regular file (a pipe, a device or a socket))" in output
+
+
 HOSTILE = "invoice\u202egnp.exe\u200b.png"  # right-to-left override, zero-width space
 
 

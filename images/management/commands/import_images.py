@@ -16,6 +16,9 @@ from images.services import FileStatus, batch_add_files, batch_create
 from images.uploads import count_upload_items
 
 
+NOT_A_FILE = "not a regular file (a pipe, a device or a socket)"
+
+
 class _Unreadable(io.RawIOBase):
     """A file that could not be opened: reading it reports why, in the batch's report."""
 
@@ -85,6 +88,9 @@ class Command(BaseCommand):
     def _opened(self, files: list[tuple[Path, str]]) -> Iterator[tuple[str, object]]:
         # One file open at a time, closed once the upload has read it.
         for path, label in files:
+            if not path.is_file():  # a pipe would block the import forever, a device never end
+                yield label, _Unreadable(OSError(NOT_A_FILE))
+                continue
             try:
                 fp = open(path, "rb")
             except OSError as exc:
