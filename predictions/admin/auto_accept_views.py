@@ -22,6 +22,7 @@ from django.views import View
 from predictions import charts
 from predictions.models import AutoAcceptRun, ModelVersion
 from predictions.services.auto_accept import auto_accept_preview, auto_accept_run_start
+from predictions.services.operations import skipped_text
 from predictions.statistics.acceptance import sample_size_required
 
 PERMISSION = "predictions.add_autoacceptrun"
@@ -83,7 +84,11 @@ class AutoAcceptView(View):
             return self.render(request, version, form, preview=preview)
         url = reverse("admin:predictions_autoacceptrun_change", args=[run.pk])
         if run.status == AutoAcceptRun.Status.DONE:
-            text = format_html('<a href="{}">{}</a> accepted {} images.', url, run, run.accepted)
+            left_alone = skipped_text((run.operation.params.get("skipped") if run.operation else None) or {})
+            text = format_html(
+                '<a href="{}">{}</a> accepted {} of {} images{}.', url, run, run.accepted, run.total,
+                f"; left alone: {left_alone}" if left_alone else "",
+            )
         else:
             text = format_html('<a href="{}">{}</a> is running in the task queue: {} images.', url, run, run.total)
         messages.success(request, text)

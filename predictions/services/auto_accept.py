@@ -215,6 +215,9 @@ def auto_accept_run_execute(*, run_id: int) -> AutoAcceptRun | None:
         run.operation = auto_accept_run_operation(run=run)
         run.save(update_fields=["status", "error", "finished_at", "operation"])
         raise
+    if result.skipped:  # why fewer than the preview's count were accepted, kept with the operation
+        result.operation.params = {**result.operation.params, "skipped": dict(result.skipped)}
+        LabelOperation.objects.filter(pk=result.operation.pk).update(params=result.operation.params)
     run.operation, run.accepted = result.operation, result.changed
     run.status, run.finished_at = AutoAcceptRun.Status.DONE, timezone.now()
     run.save(update_fields=["operation", "accepted", "status", "finished_at"])

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -101,15 +101,19 @@ class OperationResult:
     skipped: Counter = field(default_factory=Counter)  # reason -> count
 
     def skipped_text(self, *, gold_hidden: bool = False) -> str:
-        """"3 already reviewed, 1 gold image" (empty when nothing was skipped). With
-        ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), gold images, claimed
-        ones and ones waiting for independent reviews are one reason, true of all three:
-        reserved for the review screen."""
-        skipped = Counter(self.skipped)
-        hidden = (SkipReason.GOLD, SkipReason.CLAIMED, SkipReason.PENDING)
-        if gold_hidden and any(reason in skipped for reason in hidden):
-            skipped[SkipReason.RESERVED] = sum(skipped.pop(reason, 0) for reason in hidden)
-        return ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+        return skipped_text(self.skipped, gold_hidden=gold_hidden)
+
+
+def skipped_text(skipped: Mapping[str, int], *, gold_hidden: bool = False) -> str:
+    """"3 already reviewed, 1 gold image" of skip reasons and counts (empty when nothing was
+    skipped). With ``gold_hidden`` (predictions.selectors.quality.gold_hidden_from), gold images,
+    claimed ones and ones waiting for independent reviews are one reason, true of all three:
+    reserved for the review screen."""
+    skipped = Counter(skipped)
+    hidden = (SkipReason.GOLD, SkipReason.CLAIMED, SkipReason.PENDING)
+    if gold_hidden and any(reason in skipped for reason in hidden):
+        skipped[SkipReason.RESERVED] = sum(skipped.pop(reason, 0) for reason in hidden)
+    return ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
 
 
 def label_operation_apply(

@@ -518,6 +518,26 @@ def test_a_lead_previews_then_confirms_a_run(client_for, version, audited, lead)
     assert not Review.objects.filter(source=Review.Source.AUTO, undone_at__isnull=True).exists()
 
 
+def test_the_confirmation_says_what_the_run_left_alone_and_why(client_for, version, audited, lead, reviewer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    make_predictions(version, [0.95] * 3)
+    make_predictions(version, [0.96], claimed_by=reviewer, claimed_until=timezone.now() + timedelta(minutes=5))
+    client = client_for(lead)
+    page = client.get(page_url(version), {"max_error": "0.1", "confidence": "0.95"})
+    assert 'value="Accept 4 images"' in page.content.decode()  # the preview counts the image on a screen
+
+    response = client.post(
+        page_url(version),
+        {"max_error": "0.1", "confidence": "0.95", "threshold": repr(page.context["preview"].threshold)},
+        follow=True,
+    )
+
+    assert "accepted 3 of 4 images; left alone: 1 open on someone&#x27;s review screen." in response.content.decode()
+
+
 def test_a_confirmation_for_another_threshold_than_the_current_one_runs_nothing(client_for, version, audited, lead):
     make_predictions(version, [0.95] * 3)
     response = client_for(lead).post(page_url(version), {"max_error": "0.1", "confidence": "0.95", "threshold": "0.97"})
