@@ -304,7 +304,9 @@ class LabelImportResource(resources.ModelResource):
     the image, and `label` (`final_label`, as in the label export, is accepted
     too). The rows are checked and applied by predictions.services.label_imports,
     the one import service; this resource turns its outcomes into import-export's
-    result: a row that changes a label is "new", a row that changes nothing (no
+    result: a row that labels an open image is "new", one that changes a reviewed
+    image's label (a Lead's explicit choice) is "update" with the label it replaces
+    in its note (the old -> new list before anything is applied), a row that changes nothing (no
     label, the image's current one: an export imports back unchanged) or that
     the rule protecting reviewed, claimed and gold images skips is "skip", and
     an unknown image or label is a validation error of its row. A file with an
@@ -361,9 +363,12 @@ class LabelImportResource(resources.ModelResource):
                 result.totals[RowResult.IMPORT_TYPE_INVALID] += 1
                 continue
             row_result = self.get_row_result_class()()
-            row_result.import_type = (
-                RowResult.IMPORT_TYPE_NEW if row.outcome == RowOutcome.CHANGE else RowResult.IMPORT_TYPE_SKIP
-            )
+            if row.outcome != RowOutcome.CHANGE:
+                row_result.import_type = RowResult.IMPORT_TYPE_SKIP
+            elif row.note:  # replaces a reviewed image's label
+                row_result.import_type = RowResult.IMPORT_TYPE_UPDATE
+            else:
+                row_result.import_type = RowResult.IMPORT_TYPE_NEW
             row_result.diff = [values["image"], values["label"], values["note"]]
             result.append_row_result(row_result)
             result.increment_row_result_total(row_result)

@@ -77,7 +77,7 @@ class CheckedRow:
     image_key: str  # "original_name 'x.jpg'", for the preview
     label_name: str
     outcome: str
-    note: str = ""  # why it is unchanged or skipped
+    note: str = ""  # why it is unchanged or skipped; for a change of a reviewed image, the label it replaces
     errors: dict[str, str] = field(default_factory=dict)  # field ("image", "label") -> message
     image_id: int | None = None
 
@@ -188,6 +188,7 @@ class _Index:
 
     def __init__(self):
         self.labels = {label.name: label.pk for label in Label.objects.all()}
+        self.label_names = {pk: name for name, pk in self.labels.items()}
         self.active_version_id = model_version_active_id()
         self.images: dict[tuple[str, str], list[int]] = {}
         self.states: dict[int, dict] = {}
@@ -353,6 +354,8 @@ def _row_check(
     if reason:
         return _settled(row, RowOutcome.SKIPPED, reason)
     decisions[row.image_id] = decision
+    if state["final_label_id"] is not None:  # a Lead's overwrite: the old label beside the new one
+        return _settled(row, RowOutcome.CHANGE, f"replaces “{index.label_names[state['final_label_id']]}”")
     return _settled(row, RowOutcome.CHANGE)
 
 

@@ -374,7 +374,9 @@ def test_a_lead_overwriting_through_the_preview_changes_reviewed_images(client_f
     )
 
     assert default.context["result"].totals["skip"] == 1  # already reviewed: left alone
-    assert overwriting.context["result"].totals["new"] == 1
+    # The preview lists the change as an update with the label it replaces: old -> new before confirming.
+    assert (overwriting.context["result"].totals["update"], overwriting.context["result"].totals["new"]) == (1, 0)
+    assert "replaces “circle”" in overwriting.content.decode()
     assert done.status_code == 302
     assert Image.objects.get(pk=image.pk).final_label == labels["star"]
     operation = LabelOperation.objects.get()  # the confirmed preview is one undoable operation
