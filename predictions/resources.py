@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.encoding import filepath_to_uri
 from import_export import fields, resources
-from import_export.results import RowResult
+from import_export.results import Error, RowResult
 
 from images.models import Image, UploadBatch
 from predictions.models import ModelVersion, Review
@@ -296,6 +296,13 @@ EXPORT_RESOURCES: dict[str, type[ImageLabelResource]] = {
 }
 
 
+class _FileRefused(Error):
+    """A whole file refused for a reason its user can act on (no image column, say): the preview
+    shows the reason alone, not import-export's traceback of a server error."""
+
+    traceback = ""
+
+
 class LabelImportResource(resources.ModelResource):
     """Existing labels from a CSV, on import-export's preview screen (files of up to
     settings.LABEL_IMPORT_SYNC_MAX_ROWS rows; bigger ones run as a LabelImportJob).
@@ -353,7 +360,7 @@ class LabelImportResource(resources.ModelResource):
         except ValidationError as exc:
             if raise_errors:
                 raise
-            result.append_base_error(self.get_error_result_class()(exc))
+            result.append_base_error(_FileRefused(" ".join(exc.messages)))
             return result
         for row in check.rows:
             values = {"image": row.image_key or "-", "label": row.label_name or "-", "note": row.note}

@@ -154,6 +154,15 @@ def test_a_file_the_csv_module_cannot_read_is_refused_with_its_line(client_for, 
     assert not LabelOperation.objects.exists() and not LabelImportJob.objects.exists()
 
 
+def test_the_preview_refuses_a_file_without_its_columns_in_words_alone(client_for, lead, labels):
+    response = client_for(lead).post(
+        reverse(IMPORT_URL), {"format": "0", "resource": "0", "import_file": csv_upload("name,lbl\nx.jpg,square\n")}
+    )
+    html = response.content.decode()
+    assert "The file needs a &#x27;sha256&#x27;" in html or "The file needs a 'sha256'" in html
+    assert "Traceback" not in html and "[&quot;" not in html and "[&#x27;" not in html
+
+
 def test_images_are_looked_up_in_bulk_not_per_row(image_factory, labels, lead, django_assert_max_num_queries):
     images = [image_factory() for _ in range(120)]
     text = "sha256,label\n" + "".join(f"{image.sha256},square\n" for image in images)
