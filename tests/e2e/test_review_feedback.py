@@ -6,6 +6,8 @@ image."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -196,6 +198,11 @@ def test_probabilities_and_more_like_this_follow_the_current_image(live_server, 
     page.wait_for_selector(SIMILAR)
     titles = page.eval_on_selector_all(SIMILAR, "links => links.map(link => link.title)")
     assert titles[0].startswith("q2.jpg ("), titles  # the look-alike first, then the rest
+    # Under each thumbnail its similarity, whole, whatever the length of the label above it.
+    similarities = page.eval_on_selector_all(
+        SIMILAR, "links => links.map(link => [link.lastElementChild.textContent, link.lastElementChild.scrollWidth <= link.lastElementChild.clientWidth])"
+    )
+    assert all(re.fullmatch(r"-?[01]\.\d\d", text) and whole for text, whole in similarities), similarities
     assert not any(title.startswith("q1.jpg") for title in titles)
 
     # Decided: the screen moves to q2, and both panels are q2's.

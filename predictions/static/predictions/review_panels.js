@@ -77,10 +77,13 @@ window.reviewPanels = function (el, {isCurrent}) {
                 thumb.alt = "";
                 thumb.loading = "lazy";
                 if (other.thumbnail_url) thumb.src = other.thumbnail_url;
+                // The label on its own line (cut with an ellipsis when long), so the similarity always shows.
                 const caption = document.createElement("span");
-                caption.textContent = (other.label ? other.label + (other.reviewed ? "" : "?") + " " : "") + other.similarity.toFixed(2);
+                caption.textContent = other.label ? other.label + (other.reviewed ? "" : "?") : "";
                 caption.classList.toggle("reviewed", other.reviewed);
-                link.append(thumb, caption);
+                const similarity = document.createElement("span");
+                similarity.textContent = other.similarity.toFixed(2);
+                link.append(thumb, caption, similarity);
                 strip.append(link);
             }
             el.similar.hidden = data.items.length === 0;
