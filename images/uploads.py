@@ -252,6 +252,17 @@ def _unsafe_note(raw: str, name: str) -> str:
 # --- zip archives ---------------------------------------------------------------
 
 
+def _hidden_member(name: str) -> bool:
+    """A member left out as the import command leaves hidden files out of a folder: a dot file or
+    anything in a dot folder (.DS_Store), and the resource forks macOS adds to a zip (__MACOSX/._x.jpg)."""
+    parts = name.replace("\\", "/").split("/")
+    return any(part == "__MACOSX" or (part.startswith(".") and part not in (".", "..")) for part in parts)
+
+
+def _listed_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    return [info for info in archive.infolist() if not info.is_dir() and not _hidden_member(info.filename)]
+
+
 def iter_zip_members(archive_name: str, fp: IO[bytes], *, limits: UploadLimits) -> Iterator[IncomingFile]:
     """The archive's files, each read with a bounded read, or one rejection for the archive."""
     if not _is_seekable(fp):
@@ -263,7 +274,7 @@ def iter_zip_members(archive_name: str, fp: IO[bytes], *, limits: UploadLimits) 
         fp = io.BytesIO(incoming.data)
     try:
         archive = zipfile.ZipFile(fp)
-        members = [info for info in archive.infolist() if not info.is_dir()]
+        members = _listed_members(archive)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         yield IncomingFile(archive_name, archive_name, reason=f"not a readable zip archive ({exc})")
         return
@@ -295,7 +306,7 @@ def count_upload_items(path: str | os.PathLike) -> int:
             if not _looks_like_zip(name, fp):
                 return 1
             with zipfile.ZipFile(fp) as archive:
-                return max(1, sum(not info.is_dir() for info in archive.infolist()))
+                return max(1, len(_listed_members(archive)))
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         return 1
 

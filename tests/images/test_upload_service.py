@@ -312,6 +312,22 @@ def test_zip_members_are_expanded_with_their_paths_and_unsafe_paths_reported(upl
     assert default_storage.listdir("") == (["images"], [])
 
 
+def test_hidden_members_of_a_zip_are_left_out_as_in_a_folder(upload, make_image):
+    archive = make_zip(
+        [
+            ("shoot/a.jpg", make_image(seed=1)),
+            ("__MACOSX/shoot/._a.jpg", b"\0\5\26\7 resource fork"),  # what macOS adds to every zip it makes
+            ("shoot/.DS_Store", b"\0\0\0\1Bud1"),
+            ("shoot/.thumbs/a.jpg", make_image(seed=2)),
+            ("./shoot/b.jpg", make_image(seed=3)),  # "." is a folder of the path, not a hidden one
+        ]
+    )
+    batch = upload([("shoot.zip", archive)])
+
+    assert set(entries_by_file(batch)) == {"shoot.zip/shoot/a.jpg", "shoot.zip/./shoot/b.jpg"}
+    assert (batch.accepted_count, batch.rejected_count) == (2, 0)
+
+
 def test_equal_names_in_different_folders_of_a_zip_stay_distinct(upload, make_image):
     """site_a/DSC_505.jpg was stored as DSC_505.jpg, the same name as site_b's (issue 17, item 7)."""
     archive = make_zip(
