@@ -168,8 +168,15 @@ def _columns(header: Sequence[str]) -> tuple[list[tuple[str, int]], list[int]]:
     label_columns = [positions[name] for name in LABEL_COLUMNS if name in positions]
     if not image_columns or not label_columns:
         names = ", ".join(str(name) for name in header or ()) or "no header"
+        # Excel in many locales saves "CSV" with semicolons: one column named "original_name;label".
+        hint = (
+            " It seems to separate its columns with ';': save it as comma-separated (CSV UTF-8)."
+            if len(header or ()) == 1 and ";" in str(header[0])
+            else ""
+        )
         raise ValidationError(
             f"The file needs a 'sha256' (or 'original_name' or 'file') column and a 'label' column; it has: {names}."
+            + hint
         )
     return image_columns, label_columns
 
@@ -212,6 +219,7 @@ class _Index:
                     if state["pk"] not in self.states:
                         self.states[state["pk"]] = state
                         new_ids.append(state["pk"])
+        self._load_without_archive(missing.get("original_name", ()), new_ids)
         self._load_by_base_name(missing.get("original_name", ()), new_ids)
         if self.active_version_id is None:
             return
@@ -221,6 +229,26 @@ class _Index:
             ).values_list("image_id", "pk", "label_id"):
                 self.predictions[image_id] = (prediction_id, label_id)
 
+
+    def _load_without_archive(self, names: Iterable[str], new_ids: list[int]) -> None:
+        """A zip member's name as the upload's report gives it ("photos.zip/cats/tom.jpg") that is no
+        image's name finds the image stored under its path in the archive ("cats/tom.jpg")."""
+        inside: dict[str, str] = {}  # the name as given -> its path in the archive
+        for name in names:
+            parts = name.split("/")
+            archive = next((i for i, part in enumerate(parts[:-1]) if part.lower().endswith(".zip")), None)
+            if archive is not None and not self.images[("original_name", name)]:
+                inside[name] = "/".join(parts[archive + 1 :])
+        for chunk in id_chunks(sorted(set(inside.values())), IN_QUERY_MAX_IDS):
+            found: dict[str, list[int]] = {}
+            for state in Image.objects.filter(original_name__in=chunk).values("original_name", *DECISION_IMAGE_FIELDS):
+                found.setdefault(state.pop("original_name"), []).append(state["pk"])
+                if state["pk"] not in self.states:
+                    self.states[state["pk"]] = state
+                    new_ids.append(state["pk"])
+            for name, path in inside.items():
+                if path in found:
+                    self.images[("original_name", name)] = found[path]
 
     def _load_by_base_name(self, names: Iterable[str], new_ids: list[int]) -> None:
         """A bare name that is no image's name finds the image kept with its folder path

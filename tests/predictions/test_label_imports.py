@@ -127,8 +127,12 @@ def test_invalid_rows_name_their_row_and_field(image_factory, labels, lead):
 def test_a_file_without_an_image_or_label_column_is_refused(lead, labels):
     from django.core.exceptions import ValidationError
 
-    with pytest.raises(ValidationError, match="needs a 'sha256'"):
+    with pytest.raises(ValidationError, match="needs a 'sha256'") as refused:
         check("name,category\nx.jpg,square\n", lead)
+    assert "';'" not in refused.value.messages[0]
+    # Saved by a spreadsheet that separates columns with semicolons: the reason says so.
+    with pytest.raises(ValidationError, match="separate its columns with ';': save it as comma-separated"):
+        check("original_name;label\nx.jpg;square\n", lead)
 
 
 # A quote left open on line 2 swallows the rest of the file into one field, past the csv module's limit.
@@ -203,6 +207,25 @@ def test_names_with_folder_paths_match_in_full_and_by_a_bare_name_only_when_it_i
     }
     assert by_number[6].errors == {"image": "No image with original_name 'site_z/DSC_505.jpg'."}
     assert by_number[3].image_id is None  # never one of the two at random
+
+
+def test_a_zip_members_name_as_the_upload_report_gives_it_finds_the_image(image_factory, labels, lead):
+    """The report names a member with its archive ("photos.zip/cats/tom.jpg"); the image keeps its path in it."""
+    tom = image_factory(name="cats/tom.jpg")
+    top = image_factory(name="top.jpg")
+    text = (
+        "original_name,label\n"
+        "photos.zip/cats/tom.jpg,square\n"
+        "site/More.ZIP/top.jpg,star\n"  # a zip dropped in a folder
+        "photos.zip/cats/none.jpg,star\n"
+        "photos.zip,star\n"
+    )
+
+    rows = check(text, lead).rows
+
+    assert [row.image_id for row in rows[:2]] == [tom.pk, top.pk]
+    assert rows[2].errors == {"image": "No image with original_name 'photos.zip/cats/none.jpg'."}
+    assert rows[3].errors == {"image": "No image with original_name 'photos.zip'."}
 
 
 def test_bare_names_of_images_in_folders_are_looked_up_in_bulk(
