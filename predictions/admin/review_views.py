@@ -31,6 +31,7 @@ from predictions.selectors.queue import (
     review_queue_size_estimate,
 )
 from predictions.selectors.recent_decisions import (
+    image_label_given_since,
     review_decision_entry,
     review_recent_decisions,
     review_undone_message,
@@ -285,12 +286,13 @@ class ReviewUndoView(ReviewScreenMixin, View):
             return _error(str(conflict), status=409)
         if review is None:
             return _error("Nothing to undo.", status=404)
-        item = review_item_undone(review=review, model_version=self.model_version)
+        # Labelled by a decision made since: the image is not open again, and the message says so.
+        kept = image_label_given_since(review=review)
         return JsonResponse(
             {
                 "undone": review.pk,
-                "message": review_undone_message(review=review),
-                "item": item,
+                "message": review_undone_message(review=review, kept=kept),
+                "item": None if kept else review_item_undone(review=review, model_version=self.model_version),
                 "reviewed_today": reviews_today_count(reviewer=request.user),
                 "recent": review_recent_decisions(reviewer=request.user),
             }

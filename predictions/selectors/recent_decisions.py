@@ -59,7 +59,8 @@ def review_recent_decisions(*, reviewer, limit: int = RECENT_DECISIONS) -> list[
 
 def image_label_given_since(*, review: Review) -> str | None:
     """The label a decision made after ``review`` gave its image, if one did (never said of a gold
-    image): undoing ``review`` leaves that label, and the image is not open again."""
+    image, which comes back as any open one does): undoing ``review`` leaves that label, and the
+    image is not open again."""
     return (
         Image.objects.filter(pk=review.image_id, is_gold=False, reviewed_at__gt=review.created_at)
         .values_list("final_label__name", flat=True)
@@ -67,9 +68,8 @@ def image_label_given_since(*, review: Review) -> str | None:
     )
 
 
-def review_undone_message(*, review: Review) -> str:
-    """What the screen says after an undo: which decision it took back, and the label the
-    image keeps when a decision made since gave it one."""
+def review_undone_message(*, review: Review, kept: str | None) -> str:
+    """What the screen says after an undo: which decision it took back, and ``kept``, the label
+    the image keeps when a decision made since gave it one (image_label_given_since)."""
     message = f"Undid: {review.label.name} on {review.image.original_name}"
-    kept = image_label_given_since(review=review)
     return f"{message}; the image keeps “{kept}”, given since" if kept else message

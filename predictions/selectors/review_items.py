@@ -11,7 +11,6 @@ from django.urls import reverse
 from predictions.models import Label, ModelVersion, Prediction, Review
 from predictions.selectors.label_audit import review_items_suspicion
 from predictions.selectors.quality import review_items_quality
-from predictions.selectors.recent_decisions import image_label_given_since
 
 TOP_K = 5
 
@@ -62,11 +61,8 @@ def review_items(*, predictions: list[Prediction], model_version: ModelVersion |
 
 def review_item_undone(*, review: Review, model_version: ModelVersion | None) -> dict | None:
     """The item an undone decision puts back on the screen: the prediction it was made on,
-    else the queue version's prediction of the image; None when the image has neither, or
-    when a decision made since gave it its label (it is not open again; a gold image comes
-    back as any other does, as it looks open to a reviewer)."""
-    if image_label_given_since(review=review):
-        return None
+    else the queue version's prediction of the image; None when the image has neither. (Not
+    asked for an image a decision made since labelled: recent_decisions.image_label_given_since.)"""
     prediction = review.prediction
     if prediction is None and model_version is not None:
         prediction = Prediction.objects.filter(image_id=review.image_id, model_version=model_version).first()

@@ -216,9 +216,7 @@ class _Index:
             for chunk in id_chunks(sorted(values), IN_QUERY_MAX_IDS):
                 for state in Image.objects.filter(**{f"{column}__in": chunk}).values(column, *DECISION_IMAGE_FIELDS):
                     self.images[(column, state.pop(column))].append(state["pk"])
-                    if state["pk"] not in self.states:
-                        self.states[state["pk"]] = state
-                        new_ids.append(state["pk"])
+                    self._keep(state, new_ids)
         self._load_without_archive(missing.get("original_name", ()), new_ids)
         self._load_by_base_name(missing.get("original_name", ()), new_ids)
         if self.active_version_id is None:
@@ -243,9 +241,7 @@ class _Index:
             found: dict[str, list[int]] = {}
             for state in Image.objects.filter(original_name__in=chunk).values("original_name", *DECISION_IMAGE_FIELDS):
                 found.setdefault(state.pop("original_name"), []).append(state["pk"])
-                if state["pk"] not in self.states:
-                    self.states[state["pk"]] = state
-                    new_ids.append(state["pk"])
+                self._keep(state, new_ids)
             for name, path in inside.items():
                 if path in found:
                     self.images[("original_name", name)] = found[path]
@@ -275,8 +271,13 @@ class _Index:
             found.update(pk for pk, _ in matches if pk not in self.states)
         for chunk in id_chunks(sorted(found), IN_QUERY_MAX_IDS):
             for state in Image.objects.filter(pk__in=chunk).values(*DECISION_IMAGE_FIELDS):
-                self.states[state["pk"]] = state
-                new_ids.append(state["pk"])
+                self._keep(state, new_ids)
+
+    def _keep(self, state: dict, new_ids: list[int]) -> None:
+        """An image a lookup found, kept the first time (``new_ids``: whose predictions are read next)."""
+        if state["pk"] not in self.states:
+            self.states[state["pk"]] = state
+            new_ids.append(state["pk"])
 
 
 def label_rows_check(
